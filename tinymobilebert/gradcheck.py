@@ -1,0 +1,193 @@
+"""Finite-difference gradient checks, with a per-tensor report.
+
+For each checked entry x_i of a tensor, the central difference
+
+    n_i = (f(x + h e_i) - f(x - h e_i)) / 2h
+
+is compared with the analytic gradient a_i. Per tensor the report gives the largest absolute
+difference, the worst index, and the relative error
+
+    rel = max_i |a_i - n_i| / max_i max(|a_i|, |n_i|)
+
+(the error measured against the tensor's own gradient scale, so entries that are zero up to
+rounding do not dominate). A tensor passes when
+
+    max_i |a_i - n_i| <= tol * scale + noise,      noise = 4 eps max|f| / h
+
+where ``noise`` is the rounding error of the difference quotient itself, computed from the
+objective values the check evaluated (about 1e-10 here). It only matters for tensors whose true
+gradient is zero, such as the attention key bias (softmax cancels it): no finite difference can
+resolve those better than its own rounding. Run in float64: in float32 everything is noise.
+
+``gradcheck(model, inputs, ...)`` checks a model's ``backward`` against its ``forward``; the
+dropout generator is rewound before every forward pass, so training-mode checks see the same
+masks. ``check_arrays`` is the same machinery for any function of named arrays (used to check
+the blocks one at a time).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class TensorCheck:
+    name: str
+    shape: tuple
+    checked: int  # entries compared
+    max_abs_error: float
+    rel_error: float
+    worst_index: tuple
+    analytic_at_worst: float
+    numeric_at_worst: float
+    scale: float  # max |gradient| over the checked entries
+    noise: float  # rounding level of the difference quotients
+
+    def ok(self, tol: float) -> bool:
+        return self.max_abs_error <= tol * self.scale + self.noise
+
+    @property
+    def zero_gradient(self) -> bool:
+        """True when the gradient is below what finite differences resolve (e.g. the key bias)."""
+        return self.scale <= 10 * self.noise
+
+
+@dataclass
+class GradcheckReport:
+    checks: list = field(default_factory=list)
+    tol: float = 1e-6
+
+    def ok(self, tol: float | None = None) -> bool:
+        t = self.tol if tol is None else tol
+        return all(c.ok(t) for c in self.checks)
+
+    @property
+    def worst(self) -> TensorCheck:
+        """The tensor with the largest relative error among those with a resolvable gradient."""
+        return max((c for c in self.checks if not c.zero_gradient), key=lambda c: c.rel_error)
+
+    def failures(self, tol: float | None = None) -> list:
+        t = self.tol if tol is None else tol
+        return [c for c in self.checks if not c.ok(t)]
+
+    def __str__(self):
+        lines = [f"{'':7} {'tensor':60} {'shape':>16} {'n':>5} {'max abs err':>12} {'rel err':>10} "
+                 f"{'noise':>9}  worst index"]
+        for c in self.checks:
+            flag = "OK" if c.ok(self.tol) else "NOT OK"
+            lines.append(f"{flag:7} {c.name:60} {str(c.shape):>16} {c.checked:5d} {c.max_abs_error:12.3e} "
+                         f"{c.rel_error:10.3e} {c.noise:9.1e}  {c.worst_index}")
+        return "\n".join(lines)
+
+
+def _sample_indices(shape, max_entries, rng):
+    size = int(np.prod(shape))
+    if size <= max_entries:
+        flat = np.arange(size)
+    else:
+        flat = np.sort(rng.choice(size, size=max_entries, replace=False))
+    return [np.unravel_index(i, shape) for i in flat]
+
+
+def check_arrays(f, arrays: dict, analytic: dict, *, names=None, max_entries=24, h=1e-5, rng=None,
+                 tol=1e-6) -> GradcheckReport:
+    """Compare ``analytic[name]`` with central differences of the scalar ``f()``.
+
+    Parameters
+    ----------
+    f : callable () -> float
+        Recomputes the objective from the current contents of ``arrays`` (perturbed in place).
+    arrays, analytic : dict name -> ndarray (float64)
+    names : which names to check (default: all of ``analytic``)
+    max_entries : entries sampled per tensor (all of them for smaller tensors)
+    h : the finite-difference step
+    """
+    rng = np.random.default_rng(0) if rng is None else rng
+    report = GradcheckReport(tol=tol)
+    for name in (names if names is not None else list(analytic)):
+        x = arrays[name]
+        if x.dtype != np.float64:
+            raise TypeError(f"gradcheck needs float64 arrays; {name} is {x.dtype}")
+        a_all = np.asarray(analytic[name])
+        idx = _sample_indices(x.shape, max_entries, rng)
+        a = np.empty(len(idx))
+        n = np.empty(len(idx))
+        fmax = 0.0
+        for k, i in enumerate(idx):
+            old = x[i]
+            x[i] = old + h
+            fp = f()
+            x[i] = old - h
+            fm = f()
+            x[i] = old
+            n[k] = (fp - fm) / (2 * h)
+            a[k] = a_all[i]
+            fmax = max(fmax, abs(fp), abs(fm))
+        err = np.abs(a - n)
+        scale = max(np.abs(a).max(initial=0.0), np.abs(n).max(initial=0.0))
+        w = int(err.argmax()) if len(err) else 0
+        max_err = float(err.max(initial=0.0))
+        report.checks.append(TensorCheck(
+            name, tuple(x.shape), len(idx), max_err, max_err / scale if scale > 0 else 0.0,
+            tuple(int(j) for j in idx[w]) if idx else (), float(a[w]) if len(a) else 0.0,
+            float(n[w]) if len(n) else 0.0, float(scale), 4 * np.finfo(np.float64).eps * fmax / h))
+    return report
+
+
+def objective(out, grad_outputs=None, include_loss=True) -> float:
+    """out.loss (if included) + sum_k <grad_outputs[k], out.k>: the scalar ``backward`` differentiates."""
+    total = float(out.loss) if include_loss and getattr(out, "loss", None) is not None else 0.0
+    for key, g in (grad_outputs or {}).items():
+        value = out[key]
+        if isinstance(g, (list, tuple)):
+            total += sum(float(np.sum(gi * vi)) for gi, vi in zip(g, value) if gi is not None)
+        else:
+            total += float(np.sum(np.asarray(g) * value))
+    return total
+
+
+def gradcheck(model, inputs: dict, grad_outputs=None, include_loss=True, *, names=None, max_entries=24,
+              h=1e-5, seed=0, tol=1e-6) -> GradcheckReport:
+    """Check ``model.backward`` against finite differences of ``model.forward(**inputs)``.
+
+    The model must be float64. Every parameter tensor is checked (``names`` to restrict),
+    ``max_entries`` sampled entries each. Returns a ``GradcheckReport``; ``report.ok()`` is True
+    when every tensor's relative error is at most ``tol``.
+    """
+    if model.dtype != np.float64:
+        raise TypeError(f"gradcheck needs a float64 model (build it with dtype=np.float64), got {model.dtype}")
+    rng_state = model.dropout_rng.bit_generator.state
+
+    def run(keep_cache):
+        model.dropout_rng.bit_generator.state = rng_state
+        return model.forward(**inputs, keep_cache=keep_cache)
+
+    model.zero_grad()
+    run(True)
+    analytic = {k: v.copy() for k, v in model.backward(grad_outputs, include_loss=include_loss).items()}
+    model.zero_grad()
+    return check_arrays(lambda: objective(run(False), grad_outputs, include_loss), model.params, analytic,
+                        names=names, max_entries=max_entries, h=h, rng=np.random.default_rng(seed), tol=tol)
+
+
+def perturb_parameters(model, rng, scale=0.1) -> None:
+    """Give every parameter non-trivial values for a gradient check.
+
+    A freshly initialised model has gamma = 1 and beta = bias = 0, which hides backward passes
+    that forget them, and weights so small (std 0.02) that attention is nearly uniform and its
+    gradients vanish below finite-difference noise. Here: norms' gammas 1 + N(0, scale), biases
+    and betas N(0, scale), dense weights N(0, 1/fan_in) (unit-scale activations, peaked
+    attention), embedding tables N(0, 1/2).
+    """
+    for name, p in model.params.items():
+        if name.endswith("LayerNorm.weight"):
+            p[...] = 1.0 + rng.normal(0.0, scale, size=p.shape)
+        elif name.endswith("bias"):
+            p[...] = rng.normal(0.0, scale, size=p.shape)
+        elif "embeddings." in name and "transformation" not in name:
+            p[...] = rng.normal(0.0, 0.5, size=p.shape)
+        else:
+            fan_in = p.shape[1] if name != "cls.predictions.dense.weight" else p.shape[0]
+            p[...] = rng.normal(0.0, 1.0 / np.sqrt(fan_in), size=p.shape)

@@ -1,0 +1,170 @@
+"""Normalisation kernels: NoNorm and LayerNorm, fused with the bias and residual adds before them.
+
+Dimensions: N rows (B*T tokens), C features.
+
+Every norm in MobileBERT follows a dense layer and usually a residual:
+
+    z = h + bias + residual          # h = x @ W.T (the dense layer without its bias)
+    y = Norm(z)
+    NoNorm:    y = z * gamma + beta                          (MobileBERT's OPT, no statistics)
+    LayerNorm: y = (z - mean(z)) * rstd * gamma + beta,     rstd = 1 / sqrt(var(z) + eps)
+
+One pass computes z and y; the backward pass returns dz (which is also d residual and, summed
+over rows, d bias), dgamma and dbeta in one pass:
+
+    NoNorm:    dz = dy * gamma                        dgamma = sum_rows(dy * z)
+    LayerNorm: g = dy * gamma,  xhat = (z - mean) * rstd
+               dz = rstd * (g - mean(g) - xhat * mean(g * xhat))
+               dgamma = sum_rows(dy * xhat)           dbeta = sum_rows(dy)
+
+Statistics are accumulated in float64 inside the kernels, whatever the array dtype.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._jit import jit, kernel, partial_rows, run_rows
+
+# ------------------------------------------------------------------------------ NumPy twins
+
+
+def norm_forward_numpy(h, bias, residual, gamma, beta, eps, layer_norm):
+    """z = h + bias + residual; y = Norm(z). Returns (y, z, mean, rstd); stats empty for NoNorm.
+
+    Parameters
+    ----------
+    h : (N, C)            bias : (C,) or None          residual : (N, C) or None
+    gamma, beta : (C,)    eps : float                  layer_norm : bool (False = NoNorm)
+    """
+    z = h.copy()
+    if bias is not None:
+        z += bias
+    if residual is not None:
+        z += residual
+    if not layer_norm:
+        return z * gamma + beta, z, np.empty(0, h.dtype), np.empty(0, h.dtype)
+    z64 = z.astype(np.float64)
+    mean = z64.mean(axis=1)
+    var = ((z64 - mean[:, None]) ** 2).mean(axis=1)
+    rstd = 1.0 / np.sqrt(var + eps)
+    y = ((z64 - mean[:, None]) * rstd[:, None]).astype(h.dtype) * gamma + beta
+    return y, z, mean.astype(h.dtype), rstd.astype(h.dtype)
+
+
+def norm_backward_numpy(dy, z, gamma, mean, rstd, layer_norm):
+    """Returns (dz, dgamma, dbeta, dbias) with dbias = sum_rows(dz). Shapes as in forward."""
+    if not layer_norm:
+        dz = dy * gamma
+        return dz, (dy * z).sum(axis=0), dy.sum(axis=0), dz.sum(axis=0)
+    xhat = (z - mean[:, None]) * rstd[:, None]
+    g = dy * gamma
+    dz = rstd[:, None] * (g - g.mean(axis=1, keepdims=True) - xhat * (g * xhat).mean(axis=1, keepdims=True))
+    return dz, (dy * xhat).sum(axis=0), dy.sum(axis=0), dz.sum(axis=0)
+
+
+# ------------------------------------------------------------------------------ Numba kernels
+
+
+@jit
+def _norm_forward_rows(h, bias, residual, gamma, beta, eps, layer_norm, has_bias, has_res,
+                       y, z, mean, rstd, start, stop, chunk):
+    C = h.shape[1]
+    for n in range(start, stop):
+        if layer_norm:
+            s = 0.0
+            for c in range(C):
+                v = h[n, c]
+                if has_bias:
+                    v += bias[c]
+                if has_res:
+                    v += residual[n, c]
+                z[n, c] = v
+                s += v
+            mu = s / C
+            ss = 0.0
+            for c in range(C):
+                d = z[n, c] - mu
+                ss += d * d
+            r = 1.0 / np.sqrt(ss / C + eps)
+            mean[n] = mu
+            rstd[n] = r
+            m_t = z.dtype.type(mu)
+            r_t = z.dtype.type(r)
+            for c in range(C):
+                y[n, c] = (z[n, c] - m_t) * r_t * gamma[c] + beta[c]
+        else:
+            for c in range(C):
+                v = h[n, c]
+                if has_bias:
+                    v += bias[c]
+                if has_res:
+                    v += residual[n, c]
+                z[n, c] = v
+                y[n, c] = v * gamma[c] + beta[c]
+
+
+@kernel(twin=norm_forward_numpy)
+def norm_forward(h, bias, residual, gamma, beta, eps, layer_norm):
+    """z = h + bias + residual; y = Norm(z). Returns (y, z, mean, rstd). See the module notes."""
+    N, C = h.shape
+    dt = h.dtype
+    y = np.empty_like(h)
+    z = np.empty_like(h)
+    mean = np.empty(N if layer_norm else 0, dt)
+    rstd = np.empty(N if layer_norm else 0, dt)
+    b = bias if bias is not None else np.empty(0, dt)
+    r = residual if residual is not None else np.empty((0, 0), dt)
+    run_rows(_norm_forward_rows, N, C, h, b, r, gamma, beta, float(eps), bool(layer_norm),
+             bias is not None, residual is not None, y, z, mean, rstd)
+    return y, z, mean, rstd
+
+
+@jit
+def _norm_backward_rows(dy, z, gamma, mean, rstd, layer_norm, dz, pgamma, pbeta, pbias,
+                        start, stop, chunk):
+    C = dy.shape[1]
+    inv_c = z.dtype.type(1.0 / C)
+    for n in range(start, stop):
+        if layer_norm:
+            m = mean[n]
+            r = rstd[n]
+            sg = 0.0
+            sgx = 0.0
+            for c in range(C):
+                xhat = (z[n, c] - m) * r
+                g = dy[n, c] * gamma[c]
+                sg += g
+                sgx += g * xhat
+                pgamma[chunk, c] += dy[n, c] * xhat
+                pbeta[chunk, c] += dy[n, c]
+            a = z.dtype.type(sg) * inv_c
+            b = z.dtype.type(sgx) * inv_c
+            for c in range(C):
+                xhat = (z[n, c] - m) * r
+                d = r * (dy[n, c] * gamma[c] - a - xhat * b)
+                dz[n, c] = d
+                pbias[chunk, c] += d
+        else:
+            for c in range(C):
+                d = dy[n, c] * gamma[c]
+                dz[n, c] = d
+                pgamma[chunk, c] += dy[n, c] * z[n, c]
+                pbeta[chunk, c] += dy[n, c]
+                pbias[chunk, c] += d
+
+
+@kernel(twin=norm_backward_numpy)
+def norm_backward(dy, z, gamma, mean, rstd, layer_norm):
+    """Returns (dz, dgamma, dbeta, dbias = sum_rows(dz)). See the module notes."""
+    N, C = dy.shape
+    k = partial_rows(N, C)
+    dz = np.empty_like(dy)
+    # each chunk owns one row of the partial sums; summed afterwards (no shared +=)
+    pgamma = np.zeros((k, C))  # float64 partial sums, cast once at the end
+    pbeta = np.zeros((k, C))
+    pbias = np.zeros((k, C))
+    run_rows(_norm_backward_rows, N, C, dy, z, gamma, mean, rstd, bool(layer_norm),
+             dz, pgamma, pbeta, pbias)
+    dt = dy.dtype
+    return dz, pgamma.sum(axis=0).astype(dt), pbeta.sum(axis=0).astype(dt), pbias.sum(axis=0).astype(dt)

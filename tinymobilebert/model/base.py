@@ -1,0 +1,307 @@
+"""What every model class shares: parameters, state dicts, modes, input checks, and the encoder.
+
+Dimensions: B batch, T tokens, N = B*T, H hidden width, A heads, L layers.
+
+A model is a config plus a flat dict of parameters keyed by transformers' names (``self.params``,
+views into ``self.store``). ``forward`` runs the blocks in order and keeps their caches;
+``backward`` runs them in reverse, *accumulating* into ``self.grads`` (call ``zero_grad()``
+between steps, as in PyTorch), and frees the caches. Gradients can also be sent in on the
+outputs themselves (hidden states, attentions, scores, logits), which is how distillation
+losses that read those outputs reach the parameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..blocks.embeddings import embeddings_backward, embeddings_forward
+from ..blocks.heads import pooler_backward, pooler_forward
+from ..blocks.layer import layer_backward, layer_forward
+from ..config import MobileBertConfig
+from ..params import ParameterStore
+from .shapes import encoder_shapes, initialize
+
+# Keys a transformers state dict may hold that are not parameters here.
+_BUFFER_SUFFIXES = ("embeddings.position_ids",)
+
+
+@dataclass
+class LoadReport:
+    """What ``load_state_dict(strict=False)`` did not load."""
+
+    missing: list = field(default_factory=list)  # parameters the state dict did not give
+    unexpected: list = field(default_factory=list)  # state-dict keys this model has no use for
+
+    def __bool__(self):
+        return bool(self.missing or self.unexpected)
+
+
+@dataclass
+class _EncoderState:
+    """Everything the encoder's backward pass needs, kept between forward and backward."""
+
+    B: int
+    T: int
+    embeddings: Any
+    layers: list
+    pooler: Any
+    outputs: set  # which outputs the forward pass produced (gradients may arrive on these)
+    heads: Any = None  # the head classes' caches
+
+
+class MobileBertPreTrainedModel:
+    """Base class: parameters, modes, state dicts, the encoder forward and backward passes.
+
+    Parameters
+    ----------
+    config : MobileBertConfig
+    seed : int
+        Seeds parameter initialisation and (through a separate stream) dropout.
+    dtype : float32 (default) or float64
+    """
+
+    base_prefix = "mobilebert."  # where the encoder's names live; "" for the bare encoder
+    add_pooling_layer = True
+
+    def __init__(self, config: MobileBertConfig, seed: int = 0, dtype=np.float32):
+        if not isinstance(config, MobileBertConfig):
+            raise TypeError(f"config must be a MobileBertConfig, got {type(config).__name__} "
+                            "(use MobileBertConfig.from_dict for a transformers config dict)")
+        config.validate()
+        self.config = config
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
+        self.store = ParameterStore(self.parameter_shapes(config), self.dtype)
+        self.params = self.store.params
+        self.grads = self.store.grads
+        rng = np.random.default_rng(seed)
+        initialize(self.params, config, rng, self.word_embeddings_name)
+        self.dropout_rng = np.random.default_rng(rng.integers(2**63))
+        self.training = True  # as a freshly built torch module
+        self._state = None
+
+    # ------------------------------------------------------------------------- structure
+    @classmethod
+    def parameter_shapes(cls, config) -> dict:
+        return encoder_shapes(config, cls.base_prefix, cls.add_pooling_layer)
+
+    @property
+    def word_embeddings_name(self) -> str:
+        return self.base_prefix + "embeddings.word_embeddings.weight"
+
+    def num_parameters(self) -> int:
+        return self.store.num_parameters
+
+    # ------------------------------------------------------------------------- modes
+    def train(self, mode: bool = True):
+        """Training mode: dropout on (drawn from ``self.dropout_rng``). Returns self."""
+        self.training = bool(mode)
+        return self
+
+    def eval(self):
+        """Evaluation mode: no dropout. Returns self."""
+        return self.train(False)
+
+    def zero_grad(self) -> None:
+        self.store.zero_grad()
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    # ------------------------------------------------------------------------- state dicts
+    def state_dict(self) -> dict:
+        """{transformers name: array copy}; Linear weights are [out, in]."""
+        return {name: p.copy() for name, p in self.params.items()}
+
+    def _alias_keys(self) -> dict:
+        """State-dict keys that transformers writes for tied tensors: alias -> our name."""
+        if not any(n.startswith("cls.predictions.") for n in self.params):
+            return {}
+        aliases = {"cls.predictions.decoder.bias": "cls.predictions.bias"}
+        if self.config.tie_word_embeddings:
+            aliases["cls.predictions.decoder.weight"] = self.word_embeddings_name
+        return aliases
+
+    def load_state_dict(self, state_dict: dict, strict: bool = True) -> LoadReport:
+        """Copy arrays into the parameters (cast to the model's dtype).
+
+        Tied aliases (``cls.predictions.decoder.*``) and buffers (``position_ids``) are accepted
+        and skipped. With ``strict`` a missing or unexpected name is an error listing all of
+        them; otherwise they are returned in a ``LoadReport``. A wrong shape is always an error.
+        """
+        aliases = self._alias_keys()
+        report = LoadReport()
+        bad_shapes = []
+        for key, value in state_dict.items():
+            if key in aliases or key.endswith(_BUFFER_SUFFIXES):
+                continue
+            if key not in self.params:
+                report.unexpected.append(key)
+                continue
+            value = np.asarray(value)
+            if value.shape != self.params[key].shape:
+                bad_shapes.append(f"{key}: expected {self.params[key].shape}, got {value.shape}")
+        report.missing = [n for n in self.params if n not in state_dict]
+        if bad_shapes:
+            raise ValueError("load_state_dict: shape mismatch for " + "; ".join(bad_shapes))
+        if strict and report:
+            raise KeyError(f"load_state_dict: missing keys {report.missing}, unexpected keys {report.unexpected} "
+                           "(pass strict=False to load the rest)")
+        for key, value in state_dict.items():
+            if key in self.params:
+                self.params[key][...] = np.asarray(value, dtype=self.dtype)
+        return report
+
+    # ------------------------------------------------------------------------- inputs
+    def _check_ids(self, input_ids, token_type_ids, attention_mask):
+        cfg = self.config
+        ids = np.asarray(input_ids)
+        if ids.ndim != 2 or ids.size == 0:
+            raise ValueError(f"input_ids must be a non-empty 2-D array [batch, tokens], got shape {ids.shape}")
+        if ids.dtype.kind not in "iu":
+            raise TypeError(f"input_ids must hold integers, got dtype {ids.dtype}")
+        B, T = ids.shape
+        if T > cfg.max_position_embeddings:
+            raise ValueError(f"input_ids has {T} tokens, more than max_position_embeddings={cfg.max_position_embeddings}")
+        if ids.min() < 0 or ids.max() >= cfg.vocab_size:
+            bad = ids[(ids < 0) | (ids >= cfg.vocab_size)][0]
+            raise ValueError(f"input_ids must be in [0, vocab_size={cfg.vocab_size}), found {bad}")
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        if token_type_ids is None:
+            tt = np.zeros((B, T), np.int64)
+        else:
+            tt = np.asarray(token_type_ids)
+            if tt.shape != (B, T):
+                raise ValueError(f"token_type_ids must have the shape of input_ids {(B, T)}, got {tt.shape}")
+            if tt.dtype.kind not in "iu":
+                raise TypeError(f"token_type_ids must hold integers, got dtype {tt.dtype}")
+            if tt.min() < 0 or tt.max() >= cfg.type_vocab_size:
+                raise ValueError(f"token_type_ids must be in [0, type_vocab_size={cfg.type_vocab_size}), "
+                                 f"found {tt[(tt < 0) | (tt >= cfg.type_vocab_size)][0]}")
+            tt = np.ascontiguousarray(tt, dtype=np.int64)
+        mask = None
+        if attention_mask is not None:
+            m = np.asarray(attention_mask)
+            if m.shape != (B, T):
+                raise ValueError(f"attention_mask must have the shape of input_ids {(B, T)}, got {m.shape}")
+            if m.dtype.kind not in "biuf" or not np.all((m == 0) | (m == 1)):
+                raise ValueError("attention_mask must hold only 0 (padding) and 1 (real token)")
+            mask = np.ascontiguousarray(m, dtype=np.int64)
+        return ids, tt, mask
+
+    # ------------------------------------------------------------------------- encoder
+    def _encoder_forward(self, input_ids, token_type_ids, attention_mask, output_hidden_states,
+                         output_attentions, output_attention_scores):
+        """Embeddings, layers, pooler. Returns (fields for the output, state for backward)."""
+        cfg, P, pre = self.config, self.params, self.base_prefix
+        ids, tt, mask = self._check_ids(input_ids, token_type_ids, attention_mask)
+        B, T = ids.shape
+        rng = self.dropout_rng if self.training else None
+        X, c_emb = embeddings_forward(ids, tt, mask, P, pre, cfg, rng)  # (N, H)
+        key_mask = None if mask is None or mask.all() else mask.astype(self.dtype)
+        hidden, attns, scores, caches = [X], [], [], []
+        for i in range(cfg.num_hidden_layers):
+            X, probs, s, c = layer_forward(X, key_mask, P, f"{pre}encoder.layer.{i}", cfg, B, T, rng,
+                                           output_attention_scores)
+            hidden.append(X)
+            attns.append(probs)
+            scores.append(s)
+            caches.append(c)
+        last = X.reshape(B, T, -1)  # (B, T, H)
+        pooled, c_pool = pooler_forward(last, P, pre, cfg) if self.add_pooling_layer else (None, None)
+        fields = {"last_hidden_state": last, "pooler_output": pooled}
+        if output_hidden_states:
+            fields["hidden_states"] = tuple(h.reshape(B, T, -1) for h in hidden)
+        if output_attentions:
+            fields["attentions"] = tuple(attns)
+        if output_attention_scores:
+            fields["attention_scores"] = tuple(scores)
+        state = _EncoderState(B, T, c_emb, caches, c_pool, {k for k, v in fields.items() if v is not None})
+        return fields, state
+
+    def _encoder_backward(self, state: _EncoderState, d_last, d_pooled, d_hidden, d_attn, d_scores):
+        """Backward through pooler, layers and embeddings. d_last (N, H) or None, d_pooled (B, H)
+        or None, d_hidden / d_attn / d_scores lists (entries None) of per-layer gradients."""
+        cfg, P, G = self.config, self.params, self.grads
+        B, T, L = state.B, state.T, cfg.num_hidden_layers
+        dh = np.zeros((B * T, cfg.hidden_size), self.dtype) if d_last is None else d_last
+        if d_hidden[L] is not None:
+            dh = dh + d_hidden[L]
+        if d_pooled is not None and state.pooler is not None:
+            dh = dh.copy() if dh is d_last else dh
+            dh.reshape(B, T, -1)[:, 0] += pooler_backward(d_pooled, state.pooler, P, G)
+        for i in reversed(range(L)):
+            dh = layer_backward(dh, state.layers[i], P, G, d_attn[i], d_scores[i])
+            if d_hidden[i] is not None:
+                dh = dh + d_hidden[i]
+        embeddings_backward(dh, state.embeddings, P, G, cfg)
+
+    # ------------------------------------------------------------------------- backward API
+    def _grad_output(self, grad_outputs, key, shape):
+        """A user-supplied output gradient, checked and cast, or None."""
+        g = grad_outputs.get(key)
+        if g is None:
+            return None
+        if key not in self._state.outputs:
+            raise ValueError(f"backward: grad_outputs[{key!r}] given, but the forward pass did not return {key} "
+                             f"(ask for it in forward)")
+        g = np.asarray(g, dtype=self.dtype)
+        if g.shape != tuple(shape):
+            raise ValueError(f"backward: grad_outputs[{key!r}] must have shape {tuple(shape)}, got {g.shape}")
+        return g
+
+    def _grad_output_list(self, grad_outputs, key, n, shape):
+        gs = grad_outputs.get(key)
+        if gs is None:
+            return [None] * n
+        if key not in self._state.outputs:
+            raise ValueError(f"backward: grad_outputs[{key!r}] given, but the forward pass did not return {key} "
+                             f"(pass output_{key}=True to forward)")
+        if len(gs) != n:
+            raise ValueError(f"backward: grad_outputs[{key!r}] must have {n} entries (None where no gradient), "
+                             f"got {len(gs)}")
+        out = []
+        for i, g in enumerate(gs):
+            if g is None:
+                out.append(None)
+                continue
+            g = np.asarray(g, dtype=self.dtype)
+            if g.shape != tuple(shape):
+                raise ValueError(f"backward: grad_outputs[{key!r}][{i}] must have shape {tuple(shape)}, got {g.shape}")
+            out.append(g)
+        return out
+
+    def _start_backward(self, grad_outputs, allowed):
+        if self._state is None:
+            raise RuntimeError("backward: no forward pass to differentiate (call forward first; "
+                               "each forward pass can be differentiated once)")
+        grad_outputs = dict(grad_outputs or {})
+        unknown = set(grad_outputs) - set(allowed)
+        if unknown:
+            raise KeyError(f"backward: unknown grad_outputs keys {sorted(unknown)}; allowed: {sorted(allowed)}")
+        return grad_outputs
+
+    def _backward_encoder_outputs(self, grad_outputs, d_last, d_pooled):
+        """Add the user's gradients on encoder outputs, then run the encoder backward."""
+        st, cfg = self._state, self.config
+        B, T, H, A, L = st.B, st.T, cfg.hidden_size, cfg.num_attention_heads, cfg.num_hidden_layers
+        g_last = self._grad_output(grad_outputs, "last_hidden_state", (B, T, H))
+        if g_last is not None:
+            g_last = g_last.reshape(B * T, H)
+            d_last = g_last.copy() if d_last is None else d_last + g_last
+        g_pool = self._grad_output(grad_outputs, "pooler_output", (B, H))
+        if g_pool is not None:
+            d_pooled = g_pool if d_pooled is None else d_pooled + g_pool
+        d_hidden = [None if g is None else g.reshape(B * T, H)
+                    for g in self._grad_output_list(grad_outputs, "hidden_states", L + 1, (B, T, H))]
+        d_attn = self._grad_output_list(grad_outputs, "attentions", L, (B, A, T, T))
+        d_scores = self._grad_output_list(grad_outputs, "attention_scores", L, (B, A, T, T))
+        self._encoder_backward(st, d_last, d_pooled, d_hidden, d_attn, d_scores)
+        self._state = None
+        return self.grads
+
+    ENCODER_GRAD_KEYS = ("last_hidden_state", "pooler_output", "hidden_states", "attentions", "attention_scores")
