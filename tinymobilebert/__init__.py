@@ -8,8 +8,9 @@ from . import config as configs
 from .config import MobileBertConfig
 from .model import (MobileBertForMaskedLM, MobileBertForPreTraining, MobileBertForSequenceClassification,
                     MobileBertModel)
+from .tokenizer import BertTokenizer
 
 __version__ = "0.1.0"
 
-__all__ = ["MobileBertConfig", "MobileBertModel", "MobileBertForPreTraining", "MobileBertForMaskedLM",
+__all__ = ["BertTokenizer", "MobileBertConfig", "MobileBertModel", "MobileBertForPreTraining", "MobileBertForMaskedLM",
            "MobileBertForSequenceClassification", "configs", "__version__"]

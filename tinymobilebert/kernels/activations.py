@@ -11,7 +11,8 @@ Dimensions: N rows, C features.
     gelu_new   z/2 * (1 + tanh(u)),  u = sqrt(2/pi) * (z + 0.044715 z^3)
                (the tanh form; the original TF code's "gelu")
                                                             (1 + t)/2 + z/2 (1 - t^2) u'(z)
-    tanh       tanh(z)                                      1 - y^2
+    tanh       tanh(z)                                      sech^2 z = 4a / (1 + a)^2,  a = exp(-2|z|)
+                                                            (1 - tanh^2 z cancels for large |z|)
 
 The derivatives at the kinks follow PyTorch (relu'(0) = 0), so gradients match transformers.
 """
@@ -71,11 +72,13 @@ def act_grad_numpy(z, code):
     if code == 2:
         d = 0.5 * (1.0 + _erf_numpy(z64 * _INV_SQRT2)) + z64 * np.exp(-0.5 * z64 * z64) * _INV_SQRT_2PI
     elif code == 3:
-        t = np.tanh(_SQRT_2_OVER_PI * (z64 + 0.044715 * z64**3))
-        d = 0.5 * (1.0 + t) + 0.5 * z64 * (1.0 - t * t) * _SQRT_2_OVER_PI * (1.0 + 3 * 0.044715 * z64 * z64)
+        zc = np.clip(z64, -10.0, 10.0)  # past |z| = 10 the derivative is 0 or 1 to < 1e-37
+        t = np.tanh(_SQRT_2_OVER_PI * (zc + 0.044715 * zc**3))
+        d = 0.5 * (1.0 + t) + 0.5 * zc * (1.0 - t * t) * _SQRT_2_OVER_PI * (1.0 + 3 * 0.044715 * zc * zc)
+        d = np.where(z64 > 10.0, 1.0, np.where(z64 < -10.0, 0.0, d))
     elif code == 4:
-        t = np.tanh(z64)
-        d = 1.0 - t * t
+        a = np.exp(-2.0 * np.abs(z64))
+        d = 4.0 * a / (1.0 + a) ** 2
     else:
         raise ValueError(f"unknown activation code {code}")
     return d.astype(z.dtype)
@@ -121,11 +124,13 @@ def _act_grad(z, code):
         return (t(0.5) * (t(1) + math.erf(z * t(_INV_SQRT2)))
                 + z * math.exp(t(-0.5) * z * z) * t(_INV_SQRT_2PI))
     if code == 3:
+        if abs(z) > 10:  # the derivative is 0 or 1 to < 1e-37; avoids 0 * inf when z^3 overflows
+            return t(1) if z > 0 else t(0)
         th = math.tanh(t(_SQRT_2_OVER_PI) * (z + t(0.044715) * z * z * z))
         return (t(0.5) * (t(1) + th)
                 + t(0.5) * z * (t(1) - th * th) * t(_SQRT_2_OVER_PI) * (t(1) + t(3 * 0.044715) * z * z))
-    th = math.tanh(z)
-    return t(1) - th * th
+    a = math.exp(t(-2) * abs(z))
+    return t(4) * a / ((t(1) + a) * (t(1) + a))
 
 
 @jit

@@ -92,8 +92,10 @@ def _ce_backward_rows(x, labels, lse, grad, ignore_index, dx, start, stop, chunk
             continue
         m = lse[n]
         for v in range(V):
-            dx[n, v] = grad * np.exp(np.float64(x[n, v]) - m)
-        dx[n, y] -= grad
+            e = np.exp(np.float64(x[n, v]) - m)
+            if v == y:
+                e -= 1.0  # in float64, before the cast: p_y - 1 keeps its digits
+            dx[n, v] = grad * e
 
 
 @kernel(twin=cross_entropy_backward_numpy)

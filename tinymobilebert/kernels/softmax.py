@@ -15,6 +15,12 @@ exactly zero weight. Backward, from dP (B, A, T, S):
     ds = P * (dP - sum_S(dP * P))             dr = ds * scale   (zero at masked keys in "replace")
 
 Softmax statistics are accumulated in float64 inside the kernel.
+
+A sequence with no real token at all (attention_mask all 0) is a degenerate case: in "add" mode
+its scores round to finfo.min, so the computed P is uniform and constant in r, while the
+backward formula above (which is also what PyTorch's autograd gives transformers) still sends
+P * (dP - sum(dP * P)) back. We keep transformers' gradient there; finite differences cannot
+agree with it, and no real batch has such a row.
 """
 
 from __future__ import annotations
