@@ -22,6 +22,12 @@ with g = grad*grad_scale (global-norm clipping folded in). A segment whose gate 
 m = v = 0 (and r = 0) and its parameters are left alone: MobileBERT's progressive transfer gates
 the Adam moments of a layer to zero before its phase (see ``tinymobilebert.optim``).
 
+Two habits keep the inner loops vectorised by LLVM (about 4x faster here; checked in the
+generated IR): each loop runs over 0-based views ``p = param[lo:hi]`` (a signed index from
+``range(lo, hi)`` gets a negative-index wrap-around check), and divides with ``np.divide``
+(Numba's ``/`` on floats checks for a zero divisor to raise ZeroDivisionError, a branch that
+stops vectorisation; ``np.divide`` has plain IEEE semantics, and the divisors here are >= eps).
+
 dtype: param, grad and moments share one dtype, float32 or float64. Every scalar and per-segment
 hyper-parameter is cast to that dtype *before* the loop (Numba would promote float32 * float64
 to float64), so float32 updates are float32 arithmetic throughout, like torch's. The one
@@ -199,13 +205,18 @@ def _sgd_rows(param, grad, momentum_buffer, seg_start, seg_stop, lr_s, decay_s, 
               start, stop, chunk):
     s = _first_segment(seg_stop, start)
     while s < seg_start.shape[0] and seg_start[s] < stop:
+        lo, hi = max(start, seg_start[s]), min(stop, seg_stop[s])
+        p, grd = param[lo:hi], grad[lo:hi]  # views: 0-based loops vectorise (module notes)
         lr, decay = lr_s[s], decay_s[s]
-        for i in range(max(start, seg_start[s]), min(stop, seg_stop[s])):
-            g = grad[i] * gs
-            if mu != 0:
-                g = mu * momentum_buffer[i] + g
-                momentum_buffer[i] = g
-            param[i] = param[i] * decay - lr * g
+        if mu != 0:
+            buf = momentum_buffer[lo:hi]
+            for j in range(hi - lo):
+                b = mu * buf[j] + grd[j] * gs
+                buf[j] = b
+                p[j] = p[j] * decay - lr * b
+        else:
+            for j in range(hi - lo):
+                p[j] = p[j] * decay - lr * (grd[j] * gs)
         s += 1
 
 
@@ -229,19 +240,19 @@ def _adamw_rows(param, grad, exp_avg, exp_avg_sq, seg_start, seg_stop, step_s, d
     s = _first_segment(seg_stop, start)
     while s < seg_start.shape[0] and seg_start[s] < stop:
         lo, hi = max(start, seg_start[s]), min(stop, seg_stop[s])
+        p, grd, m_, v_ = param[lo:hi], grad[lo:hi], exp_avg[lo:hi], exp_avg_sq[lo:hi]
         if not gate_s[s]:
-            for i in range(lo, hi):
-                exp_avg[i] = 0
-                exp_avg_sq[i] = 0
+            m_[:] = 0
+            v_[:] = 0
         else:
             step, decay = step_s[s], decay_s[s]
-            for i in range(lo, hi):
-                g = grad[i] * gs
-                m = b1 * exp_avg[i] + omb1 * g
-                v = b2 * exp_avg_sq[i] + omb2 * (g * g)
-                exp_avg[i] = m
-                exp_avg_sq[i] = v
-                param[i] = param[i] * decay - step * (m / (np.sqrt(v) / bc2s + eps))
+            for j in range(hi - lo):
+                g = grd[j] * gs
+                m = b1 * m_[j] + omb1 * g
+                v = b2 * v_[j] + omb2 * (g * g)
+                m_[j] = m
+                v_[j] = v
+                p[j] = p[j] * decay - step * np.divide(m, np.sqrt(v) / bc2s + eps)
         s += 1
 
 
@@ -266,25 +277,27 @@ def _lamb_moments_rows(param, grad, exp_avg, exp_avg_sq, update, seg_start, seg_
     s = _first_segment(seg_stop, start)
     while s < seg_start.shape[0] and seg_start[s] < stop:
         lo, hi = max(start, seg_start[s]), min(stop, seg_stop[s])
+        p, grd, m_, v_, r_ = param[lo:hi], grad[lo:hi], exp_avg[lo:hi], exp_avg_sq[lo:hi], update[lo:hi]
         pp = 0.0  # float64 accumulators (see the module notes)
         rr = 0.0
-        gate, wd = gate_s[s], wd_s[s]
-        for i in range(lo, hi):
-            p = param[i]
-            pp += np.float64(p) * np.float64(p)
-            if not gate:
-                exp_avg[i] = 0
-                exp_avg_sq[i] = 0
-                update[i] = 0
-                continue
-            g = grad[i] * gs
-            m = b1 * exp_avg[i] + omb1 * g
-            v = b2 * exp_avg_sq[i] + omb2 * (g * g)
-            exp_avg[i] = m
-            exp_avg_sq[i] = v
-            r = (m * c1) / (np.sqrt(v * c2) + eps) + wd * p
-            update[i] = r
-            rr += np.float64(r) * np.float64(r)
+        if not gate_s[s]:
+            m_[:] = 0
+            v_[:] = 0
+            r_[:] = 0
+            for j in range(hi - lo):
+                pp += np.float64(p[j]) * np.float64(p[j])
+        else:
+            wd = wd_s[s]
+            for j in range(hi - lo):
+                g = grd[j] * gs
+                m = b1 * m_[j] + omb1 * g
+                v = b2 * v_[j] + omb2 * (g * g)
+                m_[j] = m
+                v_[j] = v
+                r = np.divide(m * c1, np.sqrt(v * c2) + eps) + wd * p[j]
+                r_[j] = r
+                pp += np.float64(p[j]) * np.float64(p[j])
+                rr += np.float64(r) * np.float64(r)
         partial[chunk, s, 0] += pp  # this chunk's own row: no other thread writes it
         partial[chunk, s, 1] += rr
         s += 1
@@ -312,9 +325,11 @@ def lamb_moments(param, grad, exp_avg, exp_avg_sq, update, seg_start, seg_stop,
 def _lamb_apply_rows(param, update, seg_start, seg_stop, scale_s, start, stop, chunk):
     s = _first_segment(seg_stop, start)
     while s < seg_start.shape[0] and seg_start[s] < stop:
+        lo, hi = max(start, seg_start[s]), min(stop, seg_stop[s])
+        p, r = param[lo:hi], update[lo:hi]
         scale = scale_s[s]
-        for i in range(max(start, seg_start[s]), min(stop, seg_stop[s])):
-            param[i] -= scale * update[i]
+        for j in range(hi - lo):
+            p[j] -= scale * r[j]
         s += 1
 
 
@@ -329,10 +344,11 @@ def lamb_apply(param, update, seg_start, seg_stop, seg_scale):
 
 @jit
 def _squared_norm_rows(x, partial, start, stop, chunk):
+    xs = x[start:stop]
     acc = 0.0  # float64 accumulator, whatever x's dtype
-    for i in range(start, stop):
-        xi = np.float64(x[i])
-        acc += xi * xi
+    for j in range(stop - start):
+        xj = np.float64(xs[j])
+        acc += xj * xj
     partial[chunk] = acc
 
 
