@@ -8,7 +8,7 @@ accumulate statistics in float64, the twins partly in float32).
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from tinymobilebert.kernels import REGISTRY
@@ -17,9 +17,6 @@ from tinymobilebert.kernels import activations, embedding, losses, norms, softma
 DTYPES = [np.float32, np.float64]
 RTOL = {np.float32: 2e-5, np.float64: 1e-11}
 MODEL_KERNEL_MODULES = (norms, activations, softmax, losses, embedding)
-
-settings.register_profile("kernels", max_examples=25, deadline=None)
-settings.load_profile("kernels")
 
 # kernel -> the test above that compares it with its twin (checked against the registry below)
 COVERED = {
@@ -83,13 +80,14 @@ def test_bias_act_forward_backward(dtype, act, N, C, seed, with_bias, scale):
     y2, z2 = activations.bias_act_forward.numpy(h, bias, act)
     assert y1.dtype == dtype and z1.dtype == dtype
     close(z1, z2, dtype, "z")
-    close(y1, y2, dtype, "y")
+    close(y1, y2, dtype, "y", scale=np.abs(z2).max())  # |act(z)| <= |z|; tails cancel in float32
     dy = rng.standard_normal((N, C)).astype(dtype)
     d1, db1 = activations.act_backward.numba(dy, z2, act)
     d2, db2 = activations.act_backward.numpy(dy, z2, act)
     assert d1.dtype == dtype and db1.dtype == dtype
-    close(d1, d2, dtype, "dz")
-    close(db1, db2, dtype, "dbias")
+    # dz = dy * act'(z) with |act'| <= ~1.1: compare at |dy|'s scale (act' underflows far out)
+    close(d1, d2, dtype, "dz", scale=np.abs(dy).max())
+    close(db1, db2, dtype, "dbias", scale=np.abs(dy).max() * N)
 
 
 def test_activation_extremes_are_finite():

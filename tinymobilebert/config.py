@@ -23,6 +23,15 @@ from typing import Any
 
 ACTIVATIONS = ("relu", "relu6", "gelu", "gelu_new", "gelu_pytorch_tanh", "tanh")
 NORMALIZATIONS = ("no_norm", "layer_norm")
+MODEL_TYPES = ("mobilebert", "bert")
+
+# transformers' BertConfig fields we read and write (the rest of a BERT config is kept in `extra`)
+BERT_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+               "hidden_act", "hidden_dropout_prob", "attention_probs_dropout_prob", "max_position_embeddings",
+               "type_vocab_size", "initializer_range", "layer_norm_eps", "pad_token_id", "classifier_dropout",
+               "tie_word_embeddings")
+# fields that exist only here; written to config.json too (transformers keeps unknown keys)
+OWN_FIELDS = ("embedding_layer_norm_eps", "output_layer_norm_eps", "masked_attention_score", "trigram_padding_aware")
 
 
 @dataclass
@@ -70,10 +79,11 @@ class MobileBertConfig:
     # outputs change with padding. True: neighbours that are padding count as zeros, as at the
     # sequence edges, which makes outputs padding-invariant. Off for parity.
     trigram_padding_aware: bool = False
+    # "mobilebert", or "bert" for a plain-BERT layout stored as transformers' BERT: parameter
+    # names then start with "bert." and config dicts use BertConfig's fields
+    model_type: str = "mobilebert"
     # keys of a config.json we do not use, kept so they are written back unchanged
     extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
-
-    model_type = "mobilebert"
 
     def __post_init__(self):
         self.validate()
@@ -150,6 +160,12 @@ class MobileBertConfig:
              f"masked_attention_score must be None or a finite number, got {self.masked_attention_score!r}")
         if self.use_bottleneck_attention:
             need(self.use_bottleneck, "use_bottleneck_attention needs use_bottleneck=True")
+        need(self.model_type in MODEL_TYPES, f"model_type must be one of {MODEL_TYPES}, got {self.model_type!r}")
+        if self.model_type == "bert":
+            need(self.is_plain_bert and self.num_feedforward_networks == 1
+                 and self.normalization_type == "layer_norm" and self.classifier_activation,
+                 "model_type='bert' needs the plain-BERT layout (use_bottleneck=False, trigram_input=False, "
+                 "embedding_size=hidden_size, num_feedforward_networks=1, layer_norm, classifier_activation=True)")
 
     # ------------------------------------------------------------------------ transformers dicts
     @classmethod
@@ -160,12 +176,19 @@ class MobileBertConfig:
     def from_dict(cls, d: dict[str, Any]) -> "MobileBertConfig":
         """Build from a transformers ``config.json`` dict; unknown keys are kept in ``extra``.
 
+        A ``model_type: "bert"`` dict (transformers' ``BertConfig``) becomes the plain-BERT layout.
         ``true_hidden_size`` is derived, so a stored value is checked, not used.
         """
         if not isinstance(d, dict):
             raise TypeError(f"MobileBertConfig.from_dict expects a dict, got {type(d).__name__}")
         d = dict(d)
-        known = set(cls.field_names())
+        model_type = d.pop("model_type", "mobilebert")
+        if model_type not in MODEL_TYPES:
+            raise ValueError(f"MobileBertConfig.from_dict: model_type {model_type!r} is not supported "
+                             f"(expected one of {MODEL_TYPES})")
+        if model_type == "bert":
+            return cls._from_bert_dict(d)
+        known = set(cls.field_names()) - {"model_type"}
         kwargs = {k: d.pop(k) for k in list(d) if k in known}
         if "id2label" in d and "num_labels" not in kwargs and isinstance(d["id2label"], dict):
             kwargs["num_labels"] = len(d["id2label"])
@@ -177,12 +200,38 @@ class MobileBertConfig:
                 f"give {cfg.true_hidden_size} (intra_bottleneck_size if use_bottleneck else hidden_size)")
         return cfg
 
+    @classmethod
+    def _from_bert_dict(cls, d: dict[str, Any]) -> "MobileBertConfig":
+        for key, allowed in (("position_embedding_type", ("absolute",)), ("is_decoder", (False,)),
+                             ("add_cross_attention", (False,))):
+            if key in d and d[key] not in allowed:
+                raise ValueError(f"MobileBertConfig.from_dict: BERT config with {key}={d[key]!r} is not supported "
+                                 f"(only {allowed[0]!r})")
+        kwargs = {k: d.pop(k) for k in list(d) if k in BERT_FIELDS or k in OWN_FIELDS}
+        if "id2label" in d and isinstance(d["id2label"], dict):
+            kwargs["num_labels"] = len(d["id2label"])
+        base = bert_base()
+        hidden = kwargs.get("hidden_size", base.hidden_size)
+        eps = kwargs.get("layer_norm_eps", base.layer_norm_eps)
+        layout = {"embedding_size": hidden, "intra_bottleneck_size": hidden,
+                  "embedding_layer_norm_eps": eps, "output_layer_norm_eps": eps}
+        return base.replace(**{**layout, **kwargs}, extra=d)
+
     def to_dict(self) -> dict[str, Any]:
-        """A transformers-style dict (with ``model_type`` and the derived ``true_hidden_size``)."""
+        """A transformers-style dict: MobileBertConfig's fields (with the derived
+        ``true_hidden_size``), or BertConfig's for ``model_type="bert"``; plus this library's own
+        fields and the kept unknown keys."""
         d = dict(self.extra)
-        for name in self.field_names():
+        names = self.field_names() if self.model_type == "mobilebert" else BERT_FIELDS + OWN_FIELDS
+        for name in names:
             d[name] = getattr(self, name)
-        d["true_hidden_size"] = self.true_hidden_size
+        if self.model_type == "mobilebert":
+            d["true_hidden_size"] = self.true_hidden_size
+        d.pop("num_labels", None)
+        if self.num_labels != 2 or "id2label" in d:
+            if not (isinstance(d.get("id2label"), dict) and len(d["id2label"]) == self.num_labels):
+                d["id2label"] = {str(i): f"LABEL_{i}" for i in range(self.num_labels)}
+                d["label2id"] = {v: int(k) for k, v in d["id2label"].items()}
         d["model_type"] = self.model_type
         return d
 
@@ -191,7 +240,8 @@ class MobileBertConfig:
 
     def replace(self, **changes) -> "MobileBertConfig":
         """A copy with some fields changed (validated)."""
-        return dataclasses.replace(self, extra=dict(self.extra), **changes)
+        changes.setdefault("extra", dict(self.extra))
+        return dataclasses.replace(self, **changes)
 
 
 # ---------------------------------------------------------------------------------- presets
@@ -222,8 +272,11 @@ def ib_bert_large(**overrides) -> MobileBertConfig:
 
 
 def bert_base(**overrides) -> MobileBertConfig:
-    """Plain BERT-base: no bottleneck, no trigram, one FFN, LayerNorm, GELU (exact erf)."""
-    return MobileBertConfig(**{
+    """Plain BERT-base: no bottleneck, no trigram, one FFN, LayerNorm, GELU (exact erf).
+
+    ``model_type="bert"``: its parameters are named, and saved, as transformers' BERT.
+    """
+    return MobileBertConfig(**{"model_type": "bert",
         "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
         "intermediate_size": 3072, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
         "embedding_size": 768, "trigram_input": False, "use_bottleneck": False,

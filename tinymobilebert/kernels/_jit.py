@@ -4,7 +4,8 @@ Three rules, one place:
 
 * ``jit`` compiles lazily (nothing compiles at import), caches the machine code on disk, releases
   the GIL, and uses an explicit fastmath set *without* ``nnan``/``ninf``: attention masks and the
-  GELU/tanh tails rely on IEEE infinities.
+  GELU/tanh tails rely on IEEE infinities. ``error_model="numpy"`` makes division IEEE (no
+  zero-check branch per ``/``, which would stop LLVM from vectorising the loops).
 * ``run_rows`` splits a kernel's rows over a small thread pool. Kernels are serial loops over a
   ``[start, stop)`` row range, so they stay cacheable (Numba cannot cache ``parallel=True``
   kernels) and no two threads ever write the same memory; reductions give each chunk its own
@@ -32,7 +33,7 @@ FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 def jit(fn):
     """Compile ``fn`` with this package's flags: lazy, cached on disk, GIL released."""
-    return numba.njit(cache=True, nogil=True, fastmath=set(FASTMATH))(fn)
+    return numba.njit(cache=True, nogil=True, fastmath=set(FASTMATH), error_model="numpy")(fn)
 
 
 # --------------------------------------------------------------------------------- threads

@@ -6,7 +6,8 @@ Dimensions: N rows, C features.
 
     relu       max(z, 0)                                    1[z > 0]
     relu6      min(max(z, 0), 6)                            1[0 < z < 6]
-    gelu       z/2 * (1 + erf(z/sqrt2))    (exact, transformers' "gelu")
+    gelu       z/2 * erfc(-z/sqrt2)        (exact, transformers' "gelu"; erfc rather than
+                                            1 + erf, which cancels to 0 for z << 0 in float32)
                                                             Phi(z) + z * phi(z)
     gelu_new   z/2 * (1 + tanh(u)),  u = sqrt(2/pi) * (z + 0.044715 z^3)
                (the tanh form; the original TF code's "gelu")
@@ -42,9 +43,9 @@ def act_code(name: str) -> int:
 # ------------------------------------------------------------------------------ NumPy twins
 
 
-def _erf_numpy(x):
-    # numpy has no erf; math.erf elementwise is exact enough for a reference
-    return np.vectorize(math.erf, otypes=[np.float64])(x)
+def _erfc_numpy(x):
+    # numpy has no erfc; math.erfc elementwise is exact enough for a reference
+    return np.vectorize(math.erfc, otypes=[np.float64])(x)
 
 
 def act_numpy(z, code):
@@ -54,7 +55,7 @@ def act_numpy(z, code):
     if code == 1:
         return np.minimum(np.maximum(z, 0), 6).astype(z.dtype)
     if code == 2:
-        return (0.5 * z * (1.0 + _erf_numpy(z * _INV_SQRT2))).astype(z.dtype)
+        return (0.5 * z * _erfc_numpy(-z * _INV_SQRT2)).astype(z.dtype)
     if code == 3:
         return (0.5 * z * (1.0 + np.tanh(_SQRT_2_OVER_PI * (z + 0.044715 * z**3)))).astype(z.dtype)
     if code == 4:
@@ -70,7 +71,7 @@ def act_grad_numpy(z, code):
         return ((z > 0) & (z < 6)).astype(z.dtype)
     z64 = z.astype(np.float64)
     if code == 2:
-        d = 0.5 * (1.0 + _erf_numpy(z64 * _INV_SQRT2)) + z64 * np.exp(-0.5 * z64 * z64) * _INV_SQRT_2PI
+        d = 0.5 * _erfc_numpy(-z64 * _INV_SQRT2) + z64 * np.exp(-0.5 * z64 * z64) * _INV_SQRT_2PI
     elif code == 3:
         zc = np.clip(z64, -10.0, 10.0)  # past |z| = 10 the derivative is 0 or 1 to < 1e-37
         t = np.tanh(_SQRT_2_OVER_PI * (zc + 0.044715 * zc**3))
@@ -107,7 +108,7 @@ def _act(z, code):
     if code == 1:
         return t(0) if z <= 0 else (t(6) if z >= 6 else z)
     if code == 2:
-        return t(0.5) * z * (t(1) + math.erf(z * t(_INV_SQRT2)))
+        return t(0.5) * z * math.erfc(-z * t(_INV_SQRT2))
     if code == 3:
         return t(0.5) * z * (t(1) + math.tanh(t(_SQRT_2_OVER_PI) * (z + t(0.044715) * z * z * z)))
     return math.tanh(z)
@@ -121,7 +122,7 @@ def _act_grad(z, code):
     if code == 1:
         return t(1) if (z > 0 and z < 6) else t(0)
     if code == 2:
-        return (t(0.5) * (t(1) + math.erf(z * t(_INV_SQRT2)))
+        return (t(0.5) * math.erfc(-z * t(_INV_SQRT2))
                 + z * math.exp(t(-0.5) * z * z) * t(_INV_SQRT_2PI))
     if code == 3:
         if abs(z) > 10:  # the derivative is 0 or 1 to < 1e-37; avoids 0 * inf when z^3 overflows

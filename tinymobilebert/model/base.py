@@ -63,7 +63,7 @@ class MobileBertPreTrainedModel:
     dtype : float32 (default) or float64
     """
 
-    base_prefix = "mobilebert."  # where the encoder's names live; "" for the bare encoder
+    is_bare_encoder = False  # MobileBertModel: the encoder's names carry no prefix
     add_pooling_layer = True
 
     def __init__(self, config: MobileBertConfig, seed: int = 0, dtype=np.float32):
@@ -72,6 +72,7 @@ class MobileBertPreTrainedModel:
                             "(use MobileBertConfig.from_dict for a transformers config dict)")
         config.validate()
         self.config = config
+        self.base_prefix = self.prefix_for(config)
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
@@ -86,8 +87,13 @@ class MobileBertPreTrainedModel:
 
     # ------------------------------------------------------------------------- structure
     @classmethod
+    def prefix_for(cls, config) -> str:
+        """Where the encoder's names live: "mobilebert." or "bert." (by ``model_type``), "" when bare."""
+        return "" if cls.is_bare_encoder else config.model_type + "."
+
+    @classmethod
     def parameter_shapes(cls, config) -> dict:
-        return encoder_shapes(config, cls.base_prefix, cls.add_pooling_layer)
+        return encoder_shapes(config, cls.prefix_for(config), cls.add_pooling_layer)
 
     @property
     def word_embeddings_name(self) -> str:

@@ -33,7 +33,7 @@ class MobileBertModel(MobileBertPreTrainedModel):
     there is no loss: ``backward`` needs ``grad_outputs``.
     """
 
-    base_prefix = ""
+    is_bare_encoder = True
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, output_hidden_states=False,
                 output_attentions=False, output_attention_scores=False, keep_cache=True):
@@ -66,7 +66,7 @@ class MobileBertForPreTraining(MobileBertPreTrainedModel):
 
     @classmethod
     def parameter_shapes(cls, config) -> dict:
-        s = encoder_shapes(config, cls.base_prefix, True)
+        s = encoder_shapes(config, cls.prefix_for(config), True)
         s.update(mlm_head_shapes(config))
         s["cls.seq_relationship.weight"] = (2, config.hidden_size)
         s["cls.seq_relationship.bias"] = (2,)
@@ -134,7 +134,7 @@ class MobileBertForMaskedLM(MobileBertForPreTraining):
 
     @classmethod
     def parameter_shapes(cls, config) -> dict:
-        s = encoder_shapes(config, cls.base_prefix, False)
+        s = encoder_shapes(config, cls.prefix_for(config), False)
         s.update(mlm_head_shapes(config))
         return s
 
@@ -181,7 +181,7 @@ class MobileBertForSequenceClassification(MobileBertPreTrainedModel):
 
     @classmethod
     def parameter_shapes(cls, config) -> dict:
-        s = encoder_shapes(config, cls.base_prefix, True)
+        s = encoder_shapes(config, cls.prefix_for(config), True)
         s["classifier.weight"] = (config.num_labels, config.hidden_size)
         s["classifier.bias"] = (config.num_labels,)
         return s
