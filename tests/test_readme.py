@@ -9,6 +9,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 def test_readme_python_blocks_run(tmp_path, monkeypatch):
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
     assert blocks, "the README has no python example"
+    (tmp_path / "tests").symlink_to(README.parent / "tests")  # examples read the shipped fixtures
     monkeypatch.chdir(tmp_path)
     for block in blocks:
         exec(compile(block, str(README), "exec"), {"__name__": "__readme__"})

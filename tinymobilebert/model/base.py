@@ -84,6 +84,8 @@ class MobileBertPreTrainedModel:
         self.dropout_rng = np.random.default_rng(rng.integers(2**63))
         self.training = True  # as a freshly built torch module
         self._state = None
+        self.tokenizer = None  # saved with the model (vocab.txt) when set
+        self.load_report = None  # set by from_pretrained
 
     # ------------------------------------------------------------------------- structure
     @classmethod
@@ -101,6 +103,25 @@ class MobileBertPreTrainedModel:
 
     def num_parameters(self) -> int:
         return self.store.num_parameters
+
+    # ------------------------------------------------------------------------- checkpoints
+    @classmethod
+    def from_pretrained(cls, path, dtype=np.float32, strict: bool = True, seed: int = 0, **config_changes):
+        """Load a transformers model directory (config.json + model.safetensors [+ vocab.txt]).
+
+        MobileBERT and BERT checkpoints of any head class load into any model class: missing
+        heads are initialised (seeded by ``seed``) and listed in ``model.load_report``; see
+        ``tinymobilebert.checkpoint``. Returns the model in eval mode.
+        """
+        from ..checkpoint import load_pretrained
+
+        return load_pretrained(cls, path, dtype=dtype, strict=strict, seed=seed, **config_changes)
+
+    def save_pretrained(self, path, tokenizer=None, dtype=None) -> None:
+        """Write a directory transformers loads: config.json, model.safetensors [, vocab.txt]."""
+        from ..checkpoint import save_pretrained
+
+        save_pretrained(self, path, tokenizer=tokenizer, dtype=dtype)
 
     # ------------------------------------------------------------------------- modes
     def train(self, mode: bool = True):

@@ -1,0 +1,253 @@
+"""Read and write transformers model directories: config.json, model.safetensors, vocab.txt.
+
+A directory saved here loads in transformers (``AutoModelForPreTraining.from_pretrained(path)``
+and friends) with no missing or unexpected keys, and a directory saved by transformers loads
+here, for MobileBERT (``model_type: mobilebert``) and BERT (``model_type: bert``, as the
+plain-BERT layout). No torch: weights go through the safetensors package's NumPy API.
+
+Names are the same on both sides; what differs between head classes is handled the way
+transformers handles it:
+
+* an encoder prefix (``mobilebert.`` / ``bert.``) present in the file but not in the model, or
+  the other way round, is stripped or added;
+* head tensors the model has no use for (``cls.*`` when loading a bare encoder, ``classifier.*``
+  when loading a pretraining model) are skipped and reported;
+* head tensors the file lacks (a classifier when fine-tuning from a pretrained encoder; the
+  pooler, which masked-LM checkpoints do not have) keep their fresh initialisation and are
+  reported;
+* buffers (``position_ids``), tied aliases (``cls.predictions.decoder.*``) and tensors
+  transformers builds but never uses in a layout (the embedding transformation of a layout
+  without trigram and with E = H, an empty ``cls.predictions.dense``) are accepted and skipped.
+
+Missing or unexpected *encoder* tensors are an error listing them, unless ``strict=False``.
+Every file is written to a temporary name in the same folder and then renamed, so a crash never
+leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .config import MobileBertConfig
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
+VOCAB_NAME = "vocab.txt"
+_HEAD_PREFIXES = ("cls.", "classifier.", "qa_outputs.")
+
+
+@dataclass
+class CheckpointReport:
+    """What ``from_pretrained`` did with the names of a checkpoint."""
+
+    initialized: list = field(default_factory=list)  # model tensors the file lacked (heads): fresh init kept
+    unused: list = field(default_factory=list)  # file tensors the model has no place for (other heads)
+    skipped: list = field(default_factory=list)  # buffers, tied aliases, tensors transformers never uses
+    missing: list = field(default_factory=list)  # encoder tensors the file lacked (strict=False only)
+    unexpected: list = field(default_factory=list)  # unknown encoder tensors in the file (strict=False only)
+
+
+# ------------------------------------------------------------------------------------ files
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: str, write) -> None:
+    """Call ``write(tmp_path)`` then rename onto ``path``; the temp file is removed on failure.
+
+    The file gets the permissions a plain ``open(path, "w")`` would give it (mkstemp's are 0600).
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_json(path: str, obj) -> None:
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True)
+            f.write("\n")
+
+    atomic_write(path, write)
+
+
+def write_safetensors(path: str, tensors: dict, metadata: dict | None = None) -> None:
+    from safetensors.numpy import save_file
+
+    tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+    # transformers refuses a safetensors file whose metadata lacks a known "format"
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt", **(metadata or {})}))
+
+
+def read_safetensors_dir(path: str) -> dict:
+    """All tensors of a model directory (single file or shards listed in an index)."""
+    from safetensors.numpy import load_file
+
+    single = os.path.join(path, WEIGHTS_NAME)
+    index = os.path.join(path, WEIGHTS_INDEX_NAME)
+    if os.path.isfile(single):
+        return load_file(single)
+    if os.path.isfile(index):
+        with open(index) as f:
+            shards = sorted(set(json.load(f)["weight_map"].values()))
+        tensors = {}
+        for shard in shards:
+            tensors.update(load_file(os.path.join(path, shard)))
+        return tensors
+    if os.path.isfile(os.path.join(path, "pytorch_model.bin")):
+        raise FileNotFoundError(
+            f"{path} holds only pytorch_model.bin, which needs torch to read. Convert it once with transformers: "
+            f"AutoModel.from_pretrained(path).save_pretrained(path, safe_serialization=True)")
+    raise FileNotFoundError(f"no {WEIGHTS_NAME} (or {WEIGHTS_INDEX_NAME}) in {path}")
+
+
+def read_config(path: str) -> MobileBertConfig:
+    file = os.path.join(path, CONFIG_NAME) if os.path.isdir(path) else path
+    if not os.path.isfile(file):
+        raise FileNotFoundError(f"no {CONFIG_NAME} at {file}")
+    with open(file) as f:
+        try:
+            d = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{file} is not valid JSON: {e}") from None
+    return MobileBertConfig.from_dict(d)
+
+
+# ------------------------------------------------------------------------------------ names
+def transformers_class_name(model) -> str:
+    """transformers' class for this model: e.g. MobileBertForPreTraining or BertForMaskedLM."""
+    family = "Bert" if model.config.model_type == "bert" else "MobileBert"
+    return family + type(model).__name__[len("MobileBert"):]
+
+
+def _never_used_by_transformers(cfg: MobileBertConfig) -> dict:
+    """Tensors transformers' MobileBERT builds for this layout but never uses: name -> shape."""
+    if cfg.model_type != "mobilebert":
+        return {}
+    out = {}
+    if not cfg.uses_embedding_transformation:  # built with in=E even when trigram is off and E == H
+        out["embeddings.embedding_transformation.weight"] = (cfg.hidden_size, cfg.embedding_size)
+        out["embeddings.embedding_transformation.bias"] = (cfg.hidden_size,)
+    if cfg.hidden_size == cfg.embedding_size:
+        out["cls.predictions.dense.weight"] = (0, cfg.vocab_size)
+    return out
+
+
+def _map_names(model, tensors: dict, strict: bool) -> tuple[dict, CheckpointReport]:
+    """Match checkpoint names to the model's; returns ({model name: array}, report).
+
+    Each key is a head tensor (``cls.*``, ``classifier.*``...) or an encoder tensor, with or
+    without an encoder prefix; an encoder tensor's name in the model is the model's prefix plus
+    the key without its prefix.
+    """
+    report = CheckpointReport()
+    never = set(_never_used_by_transformers(model.config))
+    aliases = set(model._alias_keys())
+
+    def head_like(bare):  # the pooler too: masked-LM checkpoints have none, classifiers need one
+        return bare.startswith(_HEAD_PREFIXES) or bare.startswith("pooler.")
+
+    mapped = {}
+    for key, value in tensors.items():
+        if key.startswith(_HEAD_PREFIXES):
+            bare, name = key, key
+        else:
+            bare = key.split(".", 1)[1] if key.startswith(("mobilebert.", "bert.")) else key
+            name = model.base_prefix + bare
+        if bare.endswith("position_ids") or name in aliases or bare in never:
+            report.skipped.append(key)
+        elif name in model.params:
+            mapped[name] = value
+        elif head_like(bare):
+            report.unused.append(key)
+        else:
+            report.unexpected.append(key)
+    for name in model.params:
+        if name not in mapped:
+            bare = name[len(model.base_prefix):] if name.startswith(model.base_prefix) else name
+            (report.initialized if head_like(bare) else report.missing).append(name)
+    if strict and (report.missing or report.unexpected):
+        raise KeyError(f"from_pretrained: the checkpoint does not fit {type(model).__name__}: "
+                       f"missing {report.missing}, unexpected {report.unexpected} (strict=False loads the rest)")
+    return mapped, report
+
+
+# ------------------------------------------------------------------------------------ API
+def load_pretrained(cls, path, dtype=np.float32, strict: bool = True, seed: int = 0, **config_changes):
+    """Build a ``cls`` model from a transformers directory (see the module notes).
+
+    ``config_changes`` override config fields (e.g. ``num_labels=3`` for a new classifier).
+    The model is returned in eval mode, as transformers does; ``model.load_report`` says what
+    was initialised, skipped or unused, and ``model.tokenizer`` holds the directory's tokenizer
+    when it has a vocab.txt.
+    """
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"from_pretrained: {path} is not a directory")
+    cfg = read_config(path)
+    if config_changes:
+        cfg = cfg.replace(**config_changes)
+    model = cls(cfg, seed=seed, dtype=dtype)
+    tensors = read_safetensors_dir(path)
+    mapped, report = _map_names(model, tensors, strict)
+    bad = [f"{n}: expected {model.params[n].shape}, got {v.shape}" for n, v in mapped.items()
+           if v.shape != model.params[n].shape]
+    if bad:
+        raise ValueError("from_pretrained: shape mismatch for " + "; ".join(bad))
+    for name, value in mapped.items():
+        model.params[name][...] = value.astype(model.dtype, copy=False)
+    if report.initialized:
+        warnings.warn(f"{type(model).__name__}.from_pretrained({path!r}): newly initialised (not in the "
+                      f"checkpoint): {report.initialized}", stacklevel=3)
+    model.load_report = report
+    model.tokenizer = None
+    if os.path.isfile(os.path.join(path, VOCAB_NAME)):
+        from .tokenizer import BertTokenizer
+
+        model.tokenizer = BertTokenizer.from_pretrained(path)
+    return model.eval()
+
+
+def save_pretrained(model, path, tokenizer=None, dtype=None) -> None:
+    """Write config.json, model.safetensors (and vocab.txt with the tokenizer) into ``path``.
+
+    ``tokenizer`` defaults to ``model.tokenizer`` when set; ``dtype`` (e.g. np.float32) casts
+    the stored weights (default: the model's own dtype).
+    """
+    os.makedirs(path, exist_ok=True)
+    tensors = model.state_dict()
+    if dtype is not None:
+        tensors = {k: v.astype(dtype) for k, v in tensors.items()}
+    store_dtype = next(iter(tensors.values())).dtype
+    prefix = model.base_prefix
+    for name, shape in _never_used_by_transformers(model.config).items():
+        full = name if name.startswith("cls.") else prefix + name
+        if name.startswith("cls.") and not any(k.startswith("cls.predictions") for k in tensors):
+            continue
+        tensors[full] = np.zeros(shape, store_dtype)  # so transformers finds every tensor it builds
+    config = model.config.to_dict()
+    config["architectures"] = [transformers_class_name(model)]
+    config["dtype"] = str(store_dtype)
+    write_safetensors(os.path.join(path, WEIGHTS_NAME), tensors)
+    write_json(os.path.join(path, CONFIG_NAME), config)
+    tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(path)
