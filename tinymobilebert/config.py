@@ -31,7 +31,8 @@ BERT_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_
                "type_vocab_size", "initializer_range", "layer_norm_eps", "pad_token_id", "classifier_dropout",
                "tie_word_embeddings")
 # fields that exist only here; written to config.json too (transformers keeps unknown keys)
-OWN_FIELDS = ("embedding_layer_norm_eps", "output_layer_norm_eps", "masked_attention_score", "trigram_padding_aware")
+OWN_FIELDS = ("embedding_layer_norm_eps", "output_layer_norm_eps", "masked_attention_score", "trigram_padding_aware",
+              "classifier_pooling")
 
 
 @dataclass
@@ -79,6 +80,9 @@ class MobileBertConfig:
     # outputs change with padding. True: neighbours that are padding count as zeros, as at the
     # sequence edges, which makes outputs padding-invariant. Off for parity.
     trigram_padding_aware: bool = False
+    # what the pooler reads: "cls" = the first token's hidden state (transformers); "mean" = the
+    # mean over real tokens, which fine-tunes small models markedly better from little data
+    classifier_pooling: str = "cls"
     # "mobilebert", or "bert" for a plain-BERT layout stored as transformers' BERT: parameter
     # names then start with "bert." and config dicts use BertConfig's fields
     model_type: str = "mobilebert"
@@ -161,6 +165,8 @@ class MobileBertConfig:
         if self.use_bottleneck_attention:
             need(self.use_bottleneck, "use_bottleneck_attention needs use_bottleneck=True")
         need(self.model_type in MODEL_TYPES, f"model_type must be one of {MODEL_TYPES}, got {self.model_type!r}")
+        need(self.classifier_pooling in ("cls", "mean"),
+             f"classifier_pooling must be 'cls' or 'mean', got {self.classifier_pooling!r}")
         if self.model_type == "bert":
             need(self.is_plain_bert and self.num_feedforward_networks == 1
                  and self.normalization_type == "layer_norm" and self.classifier_activation,

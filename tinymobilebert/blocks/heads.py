@@ -2,8 +2,9 @@
 
 Dimensions: B batch, N rows, H hidden width, E embedding width, V vocabulary, L labels.
 
-Pooler (``{prefix}pooler.dense``):  p = tanh(h[:, 0] Wp^T + bp)  if classifier_activation,
-                                    else p = h[:, 0]                              (B, H)
+Pooler (``{prefix}pooler.dense``):  p = tanh(f Wp^T + bp)  if classifier_activation, else p = f,
+    f = h[:, 0] (classifier_pooling "cls", transformers), or the mean of h over real tokens
+    ("mean": f = sum_t m_t h_t / sum_t m_t with m the attention mask)          (B, H)
 MLM head (``cls.predictions``; section 2 of the spec):
     t = LayerNorm(act(h Wt^T + bt))      a true LayerNorm, eps = layer_norm_eps     (N, H)
     logits = t[:, :E] W_word^T + t[:, E:] W_extra + bias                           (N, V)
@@ -30,27 +31,42 @@ _TANH = act_code("tanh")
 # ---------------------------------------------------------------------------------- pooler
 class PoolerCache(NamedTuple):
     name: str | None  # "{prefix}pooler.dense" or None (no dense layer)
-    first: np.ndarray  # (B, H)
+    first: np.ndarray  # (B, H) what the dense layer reads
     z: np.ndarray | None
+    weights: np.ndarray | None  # (B, T) token weights of mean pooling, None for [CLS] pooling
+    T: int
 
 
-def pooler_forward(h, params, prefix, cfg):
-    """h (B, T, H) -> pooled (B, H)."""
-    first = np.ascontiguousarray(h[:, 0])  # (B, H)
+def pooler_forward(h, params, prefix, cfg, attention_mask=None):
+    """h (B, T, H), attention_mask (B, T) or None -> pooled (B, H)."""
+    B, T, _ = h.shape
+    weights = None
+    if cfg.classifier_pooling == "mean":
+        m = np.ones((B, T), h.dtype) if attention_mask is None else attention_mask.astype(h.dtype)
+        weights = m / np.maximum(m.sum(axis=1, keepdims=True), 1)  # (B, T)
+        first = np.einsum("bt,bth->bh", weights, h)  # (B, H)
+    else:
+        first = np.ascontiguousarray(h[:, 0])  # (B, H)
     if not cfg.classifier_activation:
-        return first, PoolerCache(None, first, None)
+        return first, PoolerCache(None, first, None, weights, T)
     name = prefix + "pooler.dense"
     pooled, z = bias_act_forward(linear_forward(first, params[name + ".weight"]), params[name + ".bias"], _TANH)
-    return pooled, PoolerCache(name, first, z)
+    return pooled, PoolerCache(name, first, z, weights, T)
 
 
 def pooler_backward(dpooled, cache: PoolerCache, params, grads):
-    """Returns d h[:, 0] (B, H)."""
-    if cache.name is None:
-        return dpooled
-    dz, db = act_backward(dpooled, cache.z, _TANH)
-    grads[cache.name + ".bias"] += db
-    return linear_backward(dz, cache.first, params[cache.name + ".weight"], grads[cache.name + ".weight"])
+    """Returns dh (B, T, H), nonzero at the pooled positions."""
+    dfirst = dpooled
+    if cache.name is not None:
+        dz, db = act_backward(dpooled, cache.z, _TANH)
+        grads[cache.name + ".bias"] += db
+        dfirst = linear_backward(dz, cache.first, params[cache.name + ".weight"], grads[cache.name + ".weight"])
+    B, H = dfirst.shape
+    if cache.weights is not None:
+        return cache.weights[:, :, None] * dfirst[:, None, :]  # f = sum_t w_t h_t
+    dh = np.zeros((B, cache.T, H), dfirst.dtype)
+    dh[:, 0] = dfirst
+    return dh
 
 
 # ---------------------------------------------------------------------------------- MLM head

@@ -239,7 +239,7 @@ class MobileBertPreTrainedModel:
             scores.append(s)
             caches.append(c)
         last = X.reshape(B, T, -1)  # (B, T, H)
-        pooled, c_pool = pooler_forward(last, P, pre, cfg) if self.add_pooling_layer else (None, None)
+        pooled, c_pool = pooler_forward(last, P, pre, cfg, mask) if self.add_pooling_layer else (None, None)
         fields = {"last_hidden_state": last, "pooler_output": pooled}
         if output_hidden_states:
             fields["hidden_states"] = tuple(h.reshape(B, T, -1) for h in hidden)
@@ -259,8 +259,7 @@ class MobileBertPreTrainedModel:
         if d_hidden[L] is not None:
             dh = dh + d_hidden[L]
         if d_pooled is not None and state.pooler is not None:
-            dh = dh.copy() if dh is d_last else dh
-            dh.reshape(B, T, -1)[:, 0] += pooler_backward(d_pooled, state.pooler, P, G)
+            dh = dh + pooler_backward(d_pooled, state.pooler, P, G).reshape(B * T, -1)
         for i in reversed(range(L)):
             dh = layer_backward(dh, state.layers[i], P, G, d_attn[i], d_scores[i])
             if d_hidden[i] is not None:
