@@ -209,3 +209,27 @@ def test_from_dict_api():
     assert np.isfinite(out.loss)
     grads = m.backward()
     assert grads["cls.predictions.bias"].dtype == np.float64
+
+
+@pytest.mark.parametrize("cls", [MobileBertForPreTraining, MobileBertForMaskedLM], ids=lambda c: c.__name__)
+def test_mlm_head_at_labelled_positions_only(cls):
+    """Same loss and gradients; logits only for the labelled rows (the original TF code's gather)."""
+    cfg = tiny()
+    ids = ids_for(cfg, B=3, T=7)
+    labels = np.full_like(ids, -100)
+    labels[0, 2], labels[1, 5], labels[2, 0] = ids[0, 2], ids[1, 5], ids[2, 0]
+    kw = dict(labels=labels) if cls is MobileBertForMaskedLM else dict(labels=labels, next_sentence_label=[0, 1, 0])
+    runs = []
+    for where in ("all", "labelled"):
+        m = cls(cfg, seed=0, dtype=np.float64).eval()
+        out = m.forward(ids, mlm_positions=where, **kw)
+        runs.append((out, {k: v.copy() for k, v in m.backward().items()}))
+    (full, g_full), (part, g_part) = runs
+    assert part.loss == pytest.approx(full.loss, rel=1e-12)
+    logits = "logits" if cls is MobileBertForMaskedLM else "prediction_logits"
+    np.testing.assert_array_equal(part.mlm_positions, [2, 12, 14])
+    np.testing.assert_allclose(part[logits], full[logits].reshape(21, -1)[[2, 12, 14]], rtol=1e-12)
+    for k in g_full:
+        np.testing.assert_allclose(g_part[k], g_full[k], rtol=1e-10, atol=1e-14, err_msg=k)
+    with pytest.raises(ValueError, match="mlm_positions must be"):
+        cls(cfg).forward(ids, mlm_positions="some", **kw)

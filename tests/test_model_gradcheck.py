@@ -119,3 +119,16 @@ def test_training_mode_with_dropout(layout):
     inputs = dict(input_ids=ids, token_type_ids=tt, attention_mask=mask, labels=np.where(mask > 0, ids, -100),
                   next_sentence_label=np.array([1, 0, 1]))
     check(gradcheck(m, inputs, max_entries=5, tol=TOL))
+
+
+def test_mlm_head_at_labelled_positions_with_logit_gradients():
+    cfg = LAYOUTS["released_student"]
+    m = build(MobileBertForPreTraining, cfg)
+    rng = np.random.default_rng(6)
+    ids, tt, mask = batch(cfg, rng)
+    labels = np.where((rng.random(ids.shape) < 0.3) & (mask > 0), ids, -100)
+    labels[0, 0] = ids[0, 0]
+    M = int((labels != -100).sum())
+    inputs = dict(input_ids=ids, token_type_ids=tt, attention_mask=mask, labels=labels, mlm_positions="labelled")
+    go = {"prediction_logits": rng.standard_normal((M, cfg.vocab_size))}
+    check(gradcheck(m, inputs, go, max_entries=5, tol=TOL))

@@ -15,7 +15,8 @@ rounding do not dominate). A tensor passes when
     max_i |a_i - n_i| <= tol * scale + noise,      noise = 4 eps max|f| / h
 
 where ``noise`` is the rounding error of the difference quotient itself, computed from the
-objective values the check evaluated (about 1e-10 here). It only matters for tensors whose true
+objective values the check evaluated (about 1e-10 here; when the objective is a sum of many
+terms, ``f`` may report the sum of their magnitudes, which bounds its rounding better). It only matters for tensors whose true
 gradient is zero, such as the attention key bias (softmax cancels it): no finite difference can
 resolve those better than its own rounding. Run in float64: in float32 everything is noise.
 
@@ -97,8 +98,9 @@ def check_arrays(f, arrays: dict, analytic: dict, *, names=None, max_entries=24,
 
     Parameters
     ----------
-    f : callable () -> float
-        Recomputes the objective from the current contents of ``arrays`` (perturbed in place).
+    f : callable () -> float, or () -> (float, magnitude)
+        Recomputes the objective from the current contents of ``arrays`` (perturbed in place);
+        ``magnitude`` (e.g. the sum of the absolute values of the terms summed) sets the noise.
     arrays, analytic : dict name -> ndarray (float64)
     names : which names to check (default: all of ``analytic``)
     max_entries : entries sampled per tensor (all of them for smaller tensors)
@@ -118,13 +120,13 @@ def check_arrays(f, arrays: dict, analytic: dict, *, names=None, max_entries=24,
         for k, i in enumerate(idx):
             old = x[i]
             x[i] = old + h
-            fp = f()
+            fp, mp = _value_and_magnitude(f())
             x[i] = old - h
-            fm = f()
+            fm, mm = _value_and_magnitude(f())
             x[i] = old
             n[k] = (fp - fm) / (2 * h)
             a[k] = a_all[i]
-            fmax = max(fmax, abs(fp), abs(fm))
+            fmax = max(fmax, mp, mm)
         err = np.abs(a - n)
         scale = max(np.abs(a).max(initial=0.0), np.abs(n).max(initial=0.0))
         w = int(err.argmax()) if len(err) else 0
@@ -136,16 +138,24 @@ def check_arrays(f, arrays: dict, analytic: dict, *, names=None, max_entries=24,
     return report
 
 
-def objective(out, grad_outputs=None, include_loss=True) -> float:
-    """out.loss (if included) + sum_k <grad_outputs[k], out.k>: the scalar ``backward`` differentiates."""
+def _value_and_magnitude(r):
+    return (float(r[0]), float(r[1])) if isinstance(r, tuple) else (float(r), abs(float(r)))
+
+
+def objective(out, grad_outputs=None, include_loss=True) -> tuple[float, float]:
+    """(out.loss (if included) + sum_k <grad_outputs[k], out.k>, the sum of the terms' magnitudes):
+    the scalar ``backward`` differentiates, and the scale of its rounding error."""
     total = float(out.loss) if include_loss and getattr(out, "loss", None) is not None else 0.0
+    magnitude = abs(total)
     for key, g in (grad_outputs or {}).items():
         value = out[key]
-        if isinstance(g, (list, tuple)):
-            total += sum(float(np.sum(gi * vi)) for gi, vi in zip(g, value) if gi is not None)
-        else:
-            total += float(np.sum(np.asarray(g) * value))
-    return total
+        pairs = zip(g, value) if isinstance(g, (list, tuple)) else [(g, value)]
+        for gi, vi in pairs:
+            if gi is not None:
+                terms = np.asarray(gi) * vi
+                total += float(np.sum(terms))
+                magnitude += float(np.sum(np.abs(terms)))
+    return total, magnitude
 
 
 def gradcheck(model, inputs: dict, grad_outputs=None, include_loss=True, *, names=None, max_entries=24,

@@ -51,6 +51,26 @@ class MobileBertModel(MobileBertPreTrainedModel):
         return self._backward_encoder_outputs(grad_outputs, None, None)
 
 
+def _scatter_rows(dh_rows, rows, n):
+    """The (N, H) gradient of all rows from that of the selected ``rows`` (None: all of them)."""
+    if rows is None:
+        return dh_rows
+    dh = np.zeros((n, dh_rows.shape[1]), dh_rows.dtype)
+    dh[rows] = dh_rows
+    return dh
+
+
+def _mlm_rows(h, labels, mlm_positions):
+    """The rows (N,) the MLM head runs on: all of them, or only the labelled ones."""
+    if mlm_positions == "all":
+        return None
+    if mlm_positions != "labelled":
+        raise ValueError(f"mlm_positions must be 'all' or 'labelled', got {mlm_positions!r}")
+    if labels is None:
+        raise ValueError("mlm_positions='labelled' needs labels")
+    return np.flatnonzero(labels.reshape(-1) != -100)
+
+
 class MobileBertForPreTraining(MobileBertPreTrainedModel):
     """Encoder + MLM head + next-sentence head (transformers' ``MobileBertForPreTraining``).
 
@@ -62,6 +82,11 @@ class MobileBertForPreTraining(MobileBertPreTrainedModel):
     next_sentence_label (B,): 0 when sentence B follows A, 1 when it is random.
     ``out.loss`` = mean MLM cross-entropy + NSP cross-entropy, counting the terms whose labels
     were given (transformers needs both and otherwise returns no loss).
+
+    ``mlm_positions="labelled"`` runs the MLM head only where ``labels != -100``, as the
+    original TensorFlow code does (about 6x less head work at 15% masking; the loss and every
+    gradient are unchanged). ``prediction_logits`` is then (M, V) for those M positions, in
+    row-major order, and ``out.mlm_positions`` holds their flat indices into B*T.
     """
 
     @classmethod
@@ -78,26 +103,29 @@ class MobileBertForPreTraining(MobileBertPreTrainedModel):
         return self.word_embeddings_name if self.config.tie_word_embeddings else "cls.predictions.decoder.weight"
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, labels=None, next_sentence_label=None,
-                output_hidden_states=False, output_attentions=False, output_attention_scores=False, keep_cache=True):
+                output_hidden_states=False, output_attentions=False, output_attention_scores=False, keep_cache=True,
+                mlm_positions="all"):
         cfg = self.config
         fields, state = self._encoder_forward(input_ids, token_type_ids, attention_mask, output_hidden_states,
                                               output_attentions, output_attention_scores)
         B, T = state.B, state.T
+        y = None if labels is None else check_labels(labels, cfg.vocab_size, "labels", (B, T)).reshape(-1)
+        rows = _mlm_rows(fields["last_hidden_state"], y, mlm_positions)
         h = fields["last_hidden_state"].reshape(B * T, -1)
-        logits, c_mlm = mlm_head_forward(h, self.params, self.decoder_name, cfg)  # (N, V)
+        logits, c_mlm = mlm_head_forward(h if rows is None else h[rows], self.params, self.decoder_name, cfg)
         seq_logits, c_nsp = linear_head_forward(fields["pooler_output"], self.params, "cls.seq_relationship")
-        out = PreTrainingOutput(**fields, prediction_logits=logits.reshape(B, T, -1), seq_relationship_logits=seq_logits)
+        out = PreTrainingOutput(**fields, prediction_logits=logits.reshape(B, T, -1) if rows is None else logits,
+                                seq_relationship_logits=seq_logits, mlm_positions=rows)
         c_mlm_loss = c_nsp_loss = None
-        if labels is not None:
-            y = check_labels(labels, cfg.vocab_size, "labels", (B, T)).reshape(-1)
-            out.mlm_loss, c_mlm_loss = cross_entropy_forward_mean(logits, y)
+        if y is not None:
+            out.mlm_loss, c_mlm_loss = cross_entropy_forward_mean(logits, y if rows is None else y[rows])
         if next_sentence_label is not None:
             y = check_labels(next_sentence_label, 2, "next_sentence_label", (B,))
             out.nsp_loss, c_nsp_loss = cross_entropy_forward_mean(seq_logits, y)
         if labels is not None or next_sentence_label is not None:
             out.loss = (out.mlm_loss or 0.0) + (out.nsp_loss or 0.0)
         state.outputs |= {"prediction_logits", "seq_relationship_logits"}
-        state.heads = (c_mlm, c_nsp, c_mlm_loss, c_nsp_loss)
+        state.heads = (c_mlm, c_nsp, c_mlm_loss, c_nsp_loss, rows, logits.shape)
         self._state = state if keep_cache else None
         return out
 
@@ -106,23 +134,25 @@ class MobileBertForPreTraining(MobileBertPreTrainedModel):
         grad_outputs = self._start_backward(
             grad_outputs, self.ENCODER_GRAD_KEYS + ("prediction_logits", "seq_relationship_logits"))
         st = self._state
-        B, T, V = st.B, st.T, self.config.vocab_size
-        c_mlm, c_nsp, c_mlm_loss, c_nsp_loss = st.heads
+        B, T = st.B, st.T
+        c_mlm, c_nsp, c_mlm_loss, c_nsp_loss, rows, logits_shape = st.heads
         if include_loss and c_mlm_loss is None and c_nsp_loss is None and not grad_outputs:
             raise ValueError("backward: the forward pass computed no loss (give labels and/or next_sentence_label) "
                              "and no grad_outputs were given")
         dlogits = None
         if include_loss and c_mlm_loss is not None:
             dlogits = cross_entropy_backward_mean(1.0, c_mlm_loss)
-        g = self._grad_output(grad_outputs, "prediction_logits", (B, T, V))
+        out_shape = (B, T, logits_shape[1]) if rows is None else logits_shape
+        g = self._grad_output(grad_outputs, "prediction_logits", out_shape)
         if g is not None:
-            dlogits = g.reshape(B * T, V) if dlogits is None else dlogits + g.reshape(B * T, V)
+            g = g.reshape(logits_shape)
+            dlogits = g if dlogits is None else dlogits + g
         dseq = cross_entropy_backward_mean(1.0, c_nsp_loss) if include_loss and c_nsp_loss is not None else None
         g = self._grad_output(grad_outputs, "seq_relationship_logits", (B, 2))
         if g is not None:
             dseq = g if dseq is None else dseq + g
-        d_last = None if dlogits is None else mlm_head_backward(dlogits, c_mlm, self.params, self.grads,
-                                                                 self.decoder_name, self.config)
+        d_last = None if dlogits is None else _scatter_rows(
+            mlm_head_backward(dlogits, c_mlm, self.params, self.grads, self.decoder_name, self.config), rows, B * T)
         d_pooled = None if dseq is None else linear_head_backward(dseq, c_nsp, self.params, self.grads)
         return self._backward_encoder_outputs(grad_outputs, d_last, d_pooled)
 
@@ -139,36 +169,39 @@ class MobileBertForMaskedLM(MobileBertForPreTraining):
         return s
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, labels=None,
-                output_hidden_states=False, output_attentions=False, output_attention_scores=False, keep_cache=True):
+                output_hidden_states=False, output_attentions=False, output_attention_scores=False, keep_cache=True,
+                mlm_positions="all"):
+        """As ``MobileBertForPreTraining.forward`` without the NSP head; ``out.logits`` is the MLM's."""
         cfg = self.config
         fields, state = self._encoder_forward(input_ids, token_type_ids, attention_mask, output_hidden_states,
                                               output_attentions, output_attention_scores)
         B, T = state.B, state.T
-        logits, c_mlm = mlm_head_forward(fields["last_hidden_state"].reshape(B * T, -1), self.params,
-                                         self.decoder_name, cfg)
-        out = MaskedLMOutput(**fields, logits=logits.reshape(B, T, -1))
+        y = None if labels is None else check_labels(labels, cfg.vocab_size, "labels", (B, T)).reshape(-1)
+        rows = _mlm_rows(fields["last_hidden_state"], y, mlm_positions)
+        h = fields["last_hidden_state"].reshape(B * T, -1)
+        logits, c_mlm = mlm_head_forward(h if rows is None else h[rows], self.params, self.decoder_name, cfg)
+        out = MaskedLMOutput(**fields, logits=logits.reshape(B, T, -1) if rows is None else logits, mlm_positions=rows)
         c_loss = None
-        if labels is not None:
-            y = check_labels(labels, cfg.vocab_size, "labels", (B, T)).reshape(-1)
-            out.loss, c_loss = cross_entropy_forward_mean(logits, y)
+        if y is not None:
+            out.loss, c_loss = cross_entropy_forward_mean(logits, y if rows is None else y[rows])
         state.outputs |= {"logits"}
-        state.heads = (c_mlm, c_loss)
+        state.heads = (c_mlm, c_loss, rows, logits.shape)
         self._state = state if keep_cache else None
         return out
 
     def backward(self, grad_outputs=None, include_loss=True):
         grad_outputs = self._start_backward(grad_outputs, self.ENCODER_GRAD_KEYS + ("logits",))
         st = self._state
-        c_mlm, c_loss = st.heads
+        c_mlm, c_loss, rows, logits_shape = st.heads
         if include_loss and c_loss is None and not grad_outputs:
             raise ValueError("backward: the forward pass computed no loss (give labels) and no grad_outputs were given")
         dlogits = cross_entropy_backward_mean(1.0, c_loss) if include_loss and c_loss is not None else None
-        g = self._grad_output(grad_outputs, "logits", (st.B, st.T, self.config.vocab_size))
+        g = self._grad_output(grad_outputs, "logits", (st.B, st.T, logits_shape[1]) if rows is None else logits_shape)
         if g is not None:
-            g = g.reshape(st.B * st.T, -1)
+            g = g.reshape(logits_shape)
             dlogits = g if dlogits is None else dlogits + g
-        d_last = None if dlogits is None else mlm_head_backward(dlogits, c_mlm, self.params, self.grads,
-                                                                 self.decoder_name, self.config)
+        d_last = None if dlogits is None else _scatter_rows(
+            mlm_head_backward(dlogits, c_mlm, self.params, self.grads, self.decoder_name, self.config), rows, st.B * st.T)
         return self._backward_encoder_outputs(grad_outputs, d_last, None)
 
 

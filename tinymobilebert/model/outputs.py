@@ -37,14 +37,16 @@ class PreTrainingOutput(BaseModelOutput):
     loss: float | None = None  # mlm_loss + nsp_loss (the ones given)
     mlm_loss: float | None = None
     nsp_loss: float | None = None
-    prediction_logits: np.ndarray | None = None  # (B, T, V)
+    prediction_logits: np.ndarray | None = None  # (B, T, V), or (M, V) with mlm_positions="labelled"
     seq_relationship_logits: np.ndarray | None = None  # (B, 2)
+    mlm_positions: np.ndarray | None = None  # (M,) flat indices of the rows the MLM head ran on
 
 
 @dataclass
 class MaskedLMOutput(BaseModelOutput):
     loss: float | None = None
-    logits: np.ndarray | None = None  # (B, T, V)
+    logits: np.ndarray | None = None  # (B, T, V), or (M, V) with mlm_positions="labelled"
+    mlm_positions: np.ndarray | None = None  # (M,) flat indices of the rows the MLM head ran on
 
 
 @dataclass
