@@ -1,0 +1,5 @@
+"""``python -m tinymobilebert``: see ``tinymobilebert.cli``."""
+
+from .cli import main
+
+raise SystemExit(main())
