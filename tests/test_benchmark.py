@@ -1,0 +1,106 @@
+"""Smoke test of the benchmark harness: it runs, and its JSON has the documented structure.
+
+No timing is asserted (the numbers depend on the machine and its load); only that every
+measurement produced numbers of the right kind, or says why it was skipped.
+"""
+
+import copy
+import json
+import math
+
+import pytest
+
+from tinymobilebert import benchmark
+from tinymobilebert.benchmark.measure import IMPLS, MODES, TORCH_SKIPPED
+from tinymobilebert.benchmark.report import format_report
+from tinymobilebert.benchmark.run import ratios, torch_available
+from tinymobilebert.benchmark.workers import run_worker
+
+
+def _number(x):
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """Ours and the twins through the whole harness; PyTorch (slow to import) has its own test."""
+    path = tmp_path_factory.mktemp("bench") / "bench.json"
+    res = benchmark.main(["--quick", "--sizes", "micro", "--repeats", "1", "--no-jit", "--impls",
+                          "tinymobilebert,numpy-twins", "--json", str(path)])
+    return res, json.loads(path.read_text())
+
+
+def test_json_has_every_section(quick_run):
+    _, data = quick_run
+    assert set(data) >= {"machine", "settings", "matmul_peak", "steps", "kernels", "ratios", "targets"}
+    assert data["machine"]["threads"] >= 1 and data["machine"]["numpy"]
+    assert data["settings"]["sizes"] == ["micro"]
+    assert "jit" not in data  # --no-jit
+    assert _number(data["matmul_peak"]["numpy_1024"]) and data["matmul_peak"]["numpy_1024"] > 0
+
+
+def test_steps_have_times_and_memory(quick_run):
+    _, data = quick_run
+    st = data["steps"]["micro"]
+    assert _number(st["flops"]["train_all"]) and st["flops"]["train_all"] > st["flops"]["train_useful"] > 0
+    for impl in IMPLS:
+        for mode in MODES:
+            e = st[f"{impl}/{mode}"]
+            if impl == "pytorch":
+                assert e == {"skipped": "skipped (not in --impls)"}
+                continue
+            _check_step(e, repeats=1)
+
+
+def _check_step(e, repeats):
+    assert "error" not in e, e
+    t = e["time"]
+    assert t["n"] == repeats == len(t["samples"]) and t["min"] <= t["median"] <= t["max"]
+    assert _number(t["cpu_per_call"])
+    assert _number(e["check"])  # a finite loss / logit: the step really ran
+    assert e["peak_rss_mb"] >= e["rss_model_mb"] > 0
+    assert _number(e["peak_over_model_mb"])
+
+
+@pytest.mark.skipif(not torch_available(), reason="torch/transformers not installed")
+def test_pytorch_worker():
+    spec = {"impl": "pytorch", "size": "micro", "mode": "train", "warmup": 1, "repeats": 1, "threads": 1}
+    e = run_worker("step", spec, threads=1)
+    _check_step(e, repeats=1)
+    assert e["attn_implementation"] == "eager" and e["torch_threads"] == 1
+
+
+def test_ratios_and_targets(quick_run):
+    _, data = quick_run
+    r = data["ratios"]["micro"]["train"]
+    assert _number(r["ours_vs_twins"]) and _number(r["tinymobilebert_fraction_of_peak"])
+    assert set(r) >= {"ours_vs_torch", "peak_rss_vs_torch", "peak_over_model_vs_torch"}
+    for t in data["targets"]:
+        assert set(t) == {"target", "value", "limit", "at_most", "pass"}
+        assert t["pass"] in (True, False, None)
+
+
+def test_kernels_compare_numba_with_twins(quick_run):
+    _, data = quick_run
+    k = data["kernels"]
+    import tinymobilebert.optim  # noqa: F401  (registers the optimizer kernels, as the worker does)
+    from tinymobilebert.kernels import REGISTRY
+
+    names = {row["kernel"] for row in k["rows"]}
+    assert names | set(k["no_recipe"]) == set(REGISTRY)  # every registered kernel is measured or listed
+    assert {"norm_forward", "attention_softmax", "cross_entropy_backward", "adamw_update"} <= names
+    for row in k["rows"]:
+        assert row["speedup"] > 0 and row["numba"]["median"] > 0 and row["numpy"]["median"] > 0
+        assert isinstance(row["used_by_model"], bool)
+    assert "norm_forward" in k["used"] and "adamw_update" in k["used"]
+
+
+def test_report_says_when_torch_is_missing(quick_run):
+    res, _ = quick_run
+    res = copy.deepcopy(res)
+    for mode in MODES:
+        res["steps"]["micro"][f"pytorch/{mode}"] = {"skipped": TORCH_SKIPPED}
+    res["ratios"], res["targets"] = ratios(res)
+    assert res["ratios"]["micro"]["train"]["ours_vs_torch"] is None
+    text = format_report(res)
+    assert TORCH_SKIPPED in text and "Targets" in text

@@ -1,0 +1,75 @@
+"""The benchmark harness: tinymobilebert against its NumPy twins and transformers' PyTorch model.
+
+    python benchmarks/bench.py [--sizes tiny,small,paper] [--json out.json] [--repeats N] [--quick]
+
+Dimensions: B batch, T tokens, N = B*T rows, H hidden width, I block width, M FFN width,
+E embedding width, A heads, V vocabulary.
+
+What is measured, on one machine in one run, float32, same thread count everywhere:
+
+* a training step (forward with MLM + NSP labels, backward, AdamW, zero_grad) and an inference
+  forward pass (eval mode, no labels), for each size and implementation: ``tinymobilebert``,
+  ``numpy-twins`` (the same code under ``use_numpy_twins()``) and ``pytorch`` (transformers'
+  ``MobileBertForPreTraining``, eager attention, ``torch.optim.AdamW(foreach=True)``);
+* each (implementation, size, mode) runs in a fresh subprocess, which also gives its peak
+  resident memory (``ru_maxrss``) and the resident memory once the model is built;
+* the float32 matrix-multiply peak of NumPy's BLAS, and the fraction of it each step reaches
+  (FLOPs from ``tinymobilebert.costs``);
+* every registered kernel, Numba against its NumPy twin, at the shapes of the largest size;
+* JIT: import + first tiny training step with an empty Numba cache (cold) and again (warm),
+  and a check that importing the package compiles nothing.
+
+Targets are printed as pass/miss markers; nothing here asserts a timing. Times are wall-clock
+(``time.perf_counter``) after warm-up; we report the median, the min and the max of the repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .measure import DEFAULT_SIZES, IMPLS, SIZES
+from .report import format_report
+from .run import run_benchmark
+from .workers import worker_entry  # noqa: F401  (worker_entry: the subprocess entry point)
+
+
+# ------------------------------------------------------------------------------ command line
+
+
+def main(argv=None) -> dict:
+    """``python benchmarks/bench.py`` / ``python -m tinymobilebert bench``."""
+    ap = argparse.ArgumentParser(prog="bench", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default=None, help=f"comma list of {', '.join(SIZES)} (default: {','.join(DEFAULT_SIZES)}; "
+                                                   "--quick: tiny)")
+    ap.add_argument("--impls", default=",".join(IMPLS), help=f"comma list of {', '.join(IMPLS)}")
+    ap.add_argument("--repeats", type=int, default=None, help="timed repeats per step (default: per size)")
+    ap.add_argument("--quick", action="store_true", help="tiny only, 2 repeats, 1 warm-up, short kernel timings")
+    ap.add_argument("--threads", type=int, default=None, help="threads for everything (default: usable CPUs)")
+    ap.add_argument("--json", default=None, help="write raw numbers and ratios here")
+    ap.add_argument("--no-kernels", action="store_true", help="skip the per-kernel comparison")
+    ap.add_argument("--no-jit", action="store_true", help="skip the cold/warm JIT measurement")
+    ap.add_argument("--rounds", type=int, default=1, help="repeat the whole sweep, interleaved, and pool the "
+                                                          "samples (steadier on a shared machine)")
+    ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
+                    help="before each measurement wait up to S seconds for CPU pressure < 10%% (shared machines)")
+    args = ap.parse_args(argv)
+    sizes = tuple(args.sizes.split(",")) if args.sizes else (("tiny",) if args.quick else DEFAULT_SIZES)
+    impls = tuple(args.impls.split(","))
+    for name, given, known in (("size", sizes, SIZES), ("implementation", impls, IMPLS)):
+        bad = [g for g in given if g not in known]
+        if bad:
+            ap.error(f"unknown {name} {bad}; choose from {', '.join(known)}")
+    res = run_benchmark(sizes, impls, args.repeats, args.quick, args.threads, not args.no_kernels, not args.no_jit,
+                        args.wait_quiet, args.rounds, log=lambda s: print(s, file=sys.stderr, flush=True))
+    print(format_report(res))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=1)
+    return res
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

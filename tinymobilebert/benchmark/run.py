@@ -1,0 +1,211 @@
+"""The benchmark run: every measurement, merged over rounds, and the ratios between implementations."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import platform
+import tempfile
+
+import numpy as np
+
+from .measure import DEFAULT_SIZES, IMPLS, MLM_FRACTION, MODES, SIZES, TARGET_INFER_VS_TORCH, TARGET_KERNEL_SPEEDUP, TARGET_PAPER_FRACTION_OF_PEAK, TARGET_TRAIN_VS_TORCH, TARGET_WARM_FIRST_STEP_S, TORCH_SKIPPED, cpu_pressure_avg10, size_config, summarize, wait_until_quiet
+from .workers import run_worker
+
+
+# ------------------------------------------------------------------------------ the run
+
+
+def machine_info(threads: int) -> dict:
+    """CPU model, cores, library versions, BLAS; torch's version without importing it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import numba
+
+    cpu = platform.processor() or "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    blas = "?"
+    try:
+        dep = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        blas = f"{dep.get('name')} {dep.get('version')}"
+    except Exception:  # pragma: no cover - older numpy
+        pass
+
+    def ver(pkg):
+        try:
+            return version(pkg)
+        except PackageNotFoundError:
+            return None
+
+    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "usable_cpus": len(os.sched_getaffinity(0)),
+            "threads": threads, "python": platform.python_version(), "numpy": np.__version__,
+            "numba": numba.__version__, "blas": blas, "torch": ver("torch"), "transformers": ver("transformers"),
+            "platform": platform.platform(), "loadavg_start": os.getloadavg()}
+
+
+def torch_available() -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in ("torch", "transformers"))
+
+
+def flops(size: str) -> dict:
+    """Training-step and forward FLOPs at a size: MLM logits at every position (the work done)
+    and at the labelled 15% only (the useful work)."""
+    from ..costs import forward_flops, training_step_flops
+
+    cfg, B, T = size_config(size)
+    return {"train_all": training_step_flops(cfg, B, T, 1.0), "train_useful": training_step_flops(cfg, B, T, MLM_FRACTION),
+            "infer_all": forward_flops(cfg, B, T, 1.0), "infer_useful": forward_flops(cfg, B, T, MLM_FRACTION)}
+
+
+def merge_times(a: dict, b: dict) -> dict:
+    """Two ``time_calls`` summaries as one: all samples, plus each round's median."""
+    out = summarize(a["samples"] + b["samples"])
+    out["round_medians"] = a.get("round_medians", [a["median"]]) + [b["median"]]
+    for key in ("cpu_per_call", "cpu_stall"):
+        if key in a and key in b:
+            out[key] = (a[key] * a["n"] + b[key] * b["n"]) / (a["n"] + b["n"])
+    return out
+
+
+def merge_rounds(a: dict, b: dict) -> dict:
+    """One measurement (a step, or the kernel table) from two rounds: samples pooled, memory
+    peaks the larger of the two. An error in either round is kept."""
+    if "error" in a or "error" in b:
+        return a if "error" in a else b
+    if "rows" in a:  # the kernel table
+        rows = [{**rb, "numba": merge_times(ra["numba"], rb["numba"]), "numpy": merge_times(ra["numpy"], rb["numpy"])}
+                for ra, rb in zip(a["rows"], b["rows"])]
+        for row in rows:
+            row["speedup"] = row["numpy"]["median"] / row["numba"]["median"]
+        return {**b, "rows": rows}
+    out = {**b, "time": merge_times(a["time"], b["time"])}
+    for key in ("peak_rss_mb", "peak_over_model_mb"):
+        out[key] = max(a[key], b[key])
+    return out
+
+
+def run_benchmark(sizes=DEFAULT_SIZES, impls=IMPLS, repeats=None, quick=False, threads=None, kernels=True,
+                  jit=True, wait_quiet=0.0, rounds=1, log=print) -> dict:
+    """Run everything; returns the raw results and the ratios (see ``ratios``).
+
+    ``rounds``: run the whole sweep of steps (and kernels) this many times, interleaved, and pool
+    the samples, so a slow spell on a shared machine does not land on one implementation only.
+    ``wait_quiet``: before each measurement, wait up to this many seconds for the machine's CPU
+    pressure to fall below 10% (see ``wait_until_quiet``).
+    """
+    threads = threads or len(os.sched_getaffinity(0))
+    have_torch = torch_available()
+    res = {"machine": machine_info(threads), "settings": {"sizes": list(sizes), "impls": list(impls),
+           "quick": quick, "repeats": repeats, "rounds": rounds, "threads": threads, "dtype": "float32",
+           "wait_quiet_s": wait_quiet}, "steps": {}}
+
+    def measure(kind, spec, **env):
+        """``run_worker``, after a quiet moment if asked; notes the CPU pressure before it."""
+        quiet = wait_until_quiet(wait_quiet) if wait_quiet else {"cpu_pressure_avg10": cpu_pressure_avg10()}
+        return {**run_worker(kind, spec, threads, **env), "before": quiet}
+
+    def record(where: dict, key: str, entry: dict):
+        where[key] = merge_rounds(where[key], entry) if key in where else entry
+
+    log(f"[bench] matmul peak ({threads} threads)")
+    peak_spec = {"sizes": [1024] if quick else [2048, 3072], "repeats": 2 if quick else 4, "threads": threads,
+                 "torch": have_torch and "pytorch" in impls and not quick}
+    res["matmul_peak"] = measure("peak", peak_spec)
+    for size in sizes:
+        s = SIZES[size]
+        res["steps"][size] = {"flops": flops(size), "batch": s["batch"], "seq_len": s["seq_len"]}
+        for impl in IMPLS:
+            if impl not in impls or (impl == "pytorch" and not have_torch):
+                for mode in MODES:
+                    skipped = "skipped (not in --impls)" if impl not in impls else TORCH_SKIPPED
+                    res["steps"][size][f"{impl}/{mode}"] = {"skipped": skipped}
+    for rnd in range(rounds):
+        for size in sizes:
+            s = SIZES[size]
+            reps = repeats or (2 if quick else s["repeats"])
+            warm = 1 if quick else s["warmup"]
+            for impl in impls:
+                for mode in MODES:
+                    if impl == "pytorch" and not have_torch:
+                        continue
+                    log(f"[bench] round {rnd + 1}/{rounds} {size:5s} {impl:14s} {mode} x{reps}")
+                    spec = {"impl": impl, "size": size, "mode": mode, "warmup": warm, "repeats": reps,
+                            "threads": threads}
+                    record(res["steps"][size], f"{impl}/{mode}", measure("step", spec))
+        if kernels:
+            ksize = max(sizes, key=lambda n: flops(n)["train_all"])
+            log(f"[bench] round {rnd + 1}/{rounds} kernels at the shapes of {ksize}")
+            record(res, "kernels", measure("kernels", {"size": ksize, "budget_s": 0.05 if quick else 0.3,
+                                                        "min_reps": 1 if quick else 3}))
+    if jit:
+        with tempfile.TemporaryDirectory(prefix="tmb-numba-cache-") as cache:
+            log("[bench] JIT cold (empty NUMBA_CACHE_DIR)")
+            cold = measure("jit", {"size": "tiny"}, NUMBA_CACHE_DIR=cache)
+            log("[bench] JIT warm (same cache dir)")
+            warm = measure("jit", {"size": "tiny"}, NUMBA_CACHE_DIR=cache)
+        res["jit"] = {"size": "tiny", "cold": cold, "warm": warm}
+    res["machine"]["loadavg_end"] = os.getloadavg()
+    res["ratios"], res["targets"] = ratios(res)
+    return res
+
+
+# ------------------------------------------------------------------------------ ratios
+
+
+def _median(entry):
+    return entry["time"]["median"] if entry and "time" in entry else None
+
+
+def _div(a, b):
+    return a / b if a is not None and b else None
+
+
+def ratios(res):
+    """Derived numbers: per size and mode, ours / torch, ours / twins, fractions of the matmul
+    peak, memory ratios; plus the list of targets with pass/miss."""
+    peak = res.get("matmul_peak", {})
+    numpy_peak = max((v for k, v in peak.items() if k.startswith("numpy_")), default=None)
+    out, targets = {"matmul_peak_gflops": numpy_peak}, []
+
+    def target(name, value, limit, at_most=True):
+        ok = None if value is None else (value <= limit if at_most else value >= limit)
+        targets.append({"target": name, "value": value, "limit": limit, "at_most": at_most, "pass": ok})
+
+    for size, st in res["steps"].items():
+        out[size] = {}
+        for mode in MODES:
+            ours, twin, torch = (st.get(f"{i}/{mode}") for i in IMPLS)
+            t_ours = _median(ours)
+            r = {"ours_vs_torch": _div(t_ours, _median(torch)), "ours_vs_twins": _div(t_ours, _median(twin))}
+            for impl, e in zip(IMPLS, (ours, twin, torch)):
+                t = _median(e)
+                r[f"{impl}_fraction_of_peak"] = _div(_div(st["flops"][f"{mode}_all"], t), numpy_peak and numpy_peak * 1e9)
+                r[f"{impl}_useful_fraction_of_peak"] = _div(_div(st["flops"][f"{mode}_useful"], t),
+                                                           numpy_peak and numpy_peak * 1e9)
+            has_mem = all(e and "peak_rss_mb" in e for e in (ours, torch))
+            r["peak_rss_vs_torch"] = _div(ours["peak_rss_mb"], torch["peak_rss_mb"]) if has_mem else None
+            r["peak_over_model_vs_torch"] = (_div(ours["peak_over_model_mb"], torch["peak_over_model_mb"])
+                                             if has_mem else None)
+            out[size][mode] = r
+            if mode == "train" and size in TARGET_TRAIN_VS_TORCH:
+                target(f"{size} train step <= {TARGET_TRAIN_VS_TORCH[size]}x PyTorch", r["ours_vs_torch"],
+                       TARGET_TRAIN_VS_TORCH[size])
+            if mode == "infer" and size in TARGET_TRAIN_VS_TORCH:
+                target(f"{size} inference <= {TARGET_INFER_VS_TORCH}x PyTorch", r["ours_vs_torch"], TARGET_INFER_VS_TORCH)
+        if size == "paper":
+            target("paper train step >= 60% of matmul peak", out[size]["train"]["tinymobilebert_fraction_of_peak"],
+                   TARGET_PAPER_FRACTION_OF_PEAK, at_most=False)
+            target("paper train peak RSS <= PyTorch's", out[size]["train"]["peak_rss_vs_torch"], 1.0)
+            target("paper train peak-over-model RSS <= PyTorch's", out[size]["train"]["peak_over_model_vs_torch"], 1.0)
+    for row in res.get("kernels", {}).get("rows", []):
+        if row["used_by_model"]:
+            target(f"kernel {row['kernel']} [{row['shape']}] >= 2x twin", row["speedup"], TARGET_KERNEL_SPEEDUP,
+                   at_most=False)
+    warm = res.get("jit", {}).get("warm", {})
+    if "import_s" in warm:
+        target("warm import + first tiny step <= 3 s", warm["import_s"] + warm["first_step_s"], TARGET_WARM_FIRST_STEP_S)
+    return out, targets
