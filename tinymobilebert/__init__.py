@@ -4,8 +4,12 @@ Every forward pass has a hand-written backward pass beside it (``blocks``), ever
 plain-NumPy twin (``kernels``), and ``gradcheck`` proves the backward passes by finite differences.
 """
 
-from . import config as configs
-from .config import MobileBertConfig
+from ._malloc import keep_freed_memory
+
+keep_freed_memory()  # glibc: reuse freed activations' pages instead of faulting them in every step
+
+from . import config as configs  # noqa: E402
+from .config import MobileBertConfig  # noqa: E402
 from .model import (MobileBertForMaskedLM, MobileBertForPreTraining, MobileBertForSequenceClassification,
                     MobileBertModel)
 from .tokenizer import BertTokenizer

@@ -29,7 +29,7 @@ SIZES = {
 DEFAULT_SIZES = ("tiny", "small", "paper")
 IMPLS = ("tinymobilebert", "numpy-twins", "pytorch")
 MODES = ("train", "infer")
-MLM_FRACTION = 0.15  # labelled positions; the model computes logits at all of them
+MLM_FRACTION = 0.15  # labelled positions; our training step runs the MLM head only there
 TORCH_SKIPPED = "skipped (torch/transformers not installed)"
 # A measurement during which tasks waited for a CPU > 50% of the time is marked "!". Not 0: our
 # own step reaches ~25% at small sizes (OpenBLAS workers spin while the kernel pool runs).

@@ -54,8 +54,9 @@ def format_report(res) -> str:
         add("pytorch columns: " + "; ".join(reasons))
     add("")
     add("Ratios (time: lower is better for ours; fraction of peak: FLOPs / time / NumPy matmul peak,")
-    add("        'all' = MLM logits at every position, the work done; 'useful' = at the 15% labelled)")
-    add(f"{'size':6s} {'mode':5s} {'ours/torch':>16s} {'ours/twins':>10s} {'ours peak all/useful':>21s} "
+    add("        'done' = the FLOPs performed: ours trains with MLM logits at the 15% labelled positions,")
+    add("        transformers at every position, inference everywhere at every position; 'useful' = at the labelled 15%)")
+    add(f"{'size':6s} {'mode':5s} {'ours/torch':>16s} {'ours/twins':>10s} {'ours peak done/useful':>21s} "
         f"{'twins peak':>10s} {'torch peak':>10s}")
     for size in res["steps"]:
         for mode in MODES:

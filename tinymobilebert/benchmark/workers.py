@@ -33,8 +33,8 @@ def _ours_runner(cfg, B, T, mode):
         opt = AdamW(model.store, lr=1e-4)
         model.train()
 
-        def step():
-            out = model.forward(ids, labels=labels, next_sentence_label=nsp)
+        def step():  # the MLM head at the labelled positions: the same loss and gradients, as the trainer runs
+            out = model.forward(ids, labels=labels, next_sentence_label=nsp, mlm_positions="labelled")
             model.backward()
             opt.step()
             opt.zero_grad()

@@ -222,8 +222,12 @@ class MobileBertPreTrainedModel:
 
     # ------------------------------------------------------------------------- encoder
     def _encoder_forward(self, input_ids, token_type_ids, attention_mask, output_hidden_states,
-                         output_attentions, output_attention_scores):
-        """Embeddings, layers, pooler. Returns (fields for the output, state for backward)."""
+                         output_attentions, output_attention_scores, keep_cache=True):
+        """Embeddings, layers, pooler. Returns (fields for the output, state for backward).
+
+        Without ``keep_cache`` nothing is kept that the outputs do not need, so each layer's
+        activations are freed as soon as the next layer has run (inference memory).
+        """
         cfg, P, pre = self.config, self.params, self.base_prefix
         ids, tt, mask = self._check_ids(input_ids, token_type_ids, attention_mask)
         B, T = ids.shape
@@ -234,10 +238,14 @@ class MobileBertPreTrainedModel:
         for i in range(cfg.num_hidden_layers):
             X, probs, s, c = layer_forward(X, key_mask, P, f"{pre}encoder.layer.{i}", cfg, B, T, rng,
                                            output_attention_scores)
-            hidden.append(X)
-            attns.append(probs)
+            if keep_cache or output_hidden_states:
+                hidden.append(X)
+            if keep_cache or output_attentions:
+                attns.append(probs)
             scores.append(s)
-            caches.append(c)
+            if keep_cache:
+                caches.append(c)
+            del c, probs
         last = X.reshape(B, T, -1)  # (B, T, H)
         pooled, c_pool = pooler_forward(last, P, pre, cfg, mask) if self.add_pooling_layer else (None, None)
         fields = {"last_hidden_state": last, "pooler_output": pooled}
@@ -247,7 +255,8 @@ class MobileBertPreTrainedModel:
             fields["attentions"] = tuple(attns)
         if output_attention_scores:
             fields["attention_scores"] = tuple(scores)
-        state = _EncoderState(B, T, c_emb, caches, c_pool, {k for k, v in fields.items() if v is not None})
+        state = _EncoderState(B, T, c_emb if keep_cache else None, caches, c_pool,
+                              {k for k, v in fields.items() if v is not None})
         return fields, state
 
     def _encoder_backward(self, state: _EncoderState, d_last, d_pooled, d_hidden, d_attn, d_scores):

@@ -38,7 +38,7 @@ class MobileBertModel(MobileBertPreTrainedModel):
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, output_hidden_states=False,
                 output_attentions=False, output_attention_scores=False, keep_cache=True):
         fields, state = self._encoder_forward(input_ids, token_type_ids, attention_mask, output_hidden_states,
-                                              output_attentions, output_attention_scores)
+                                              output_attentions, output_attention_scores, keep_cache)
         self._state = state if keep_cache else None
         return BaseModelOutput(**fields)
 
@@ -107,7 +107,7 @@ class MobileBertForPreTraining(MobileBertPreTrainedModel):
                 mlm_positions="all"):
         cfg = self.config
         fields, state = self._encoder_forward(input_ids, token_type_ids, attention_mask, output_hidden_states,
-                                              output_attentions, output_attention_scores)
+                                              output_attentions, output_attention_scores, keep_cache)
         B, T = state.B, state.T
         y = None if labels is None else check_labels(labels, cfg.vocab_size, "labels", (B, T)).reshape(-1)
         rows = _mlm_rows(fields["last_hidden_state"], y, mlm_positions)
@@ -174,7 +174,7 @@ class MobileBertForMaskedLM(MobileBertForPreTraining):
         """As ``MobileBertForPreTraining.forward`` without the NSP head; ``out.logits`` is the MLM's."""
         cfg = self.config
         fields, state = self._encoder_forward(input_ids, token_type_ids, attention_mask, output_hidden_states,
-                                              output_attentions, output_attention_scores)
+                                              output_attentions, output_attention_scores, keep_cache)
         B, T = state.B, state.T
         y = None if labels is None else check_labels(labels, cfg.vocab_size, "labels", (B, T)).reshape(-1)
         rows = _mlm_rows(fields["last_hidden_state"], y, mlm_positions)
@@ -223,7 +223,7 @@ class MobileBertForSequenceClassification(MobileBertPreTrainedModel):
                 output_hidden_states=False, output_attentions=False, output_attention_scores=False, keep_cache=True):
         cfg = self.config
         fields, state = self._encoder_forward(input_ids, token_type_ids, attention_mask, output_hidden_states,
-                                              output_attentions, output_attention_scores)
+                                              output_attentions, output_attention_scores, keep_cache)
         p_drop = cfg.classifier_dropout if cfg.classifier_dropout is not None else cfg.hidden_dropout_prob
         rng = self.dropout_rng if self.training else None
         logits, c_cls = linear_head_forward(fields["pooler_output"], self.params, "classifier", p_drop, rng)
