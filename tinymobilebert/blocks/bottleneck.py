@@ -61,15 +61,22 @@ def bottleneck_input_forward(X, params, prefix, cfg, layer_norm):
 def bottleneck_input_backward(dq_in, dk_in, dv_in, dresidual, cache: BottleneckInputCache, params, grads):
     """Returns dX (N, H), from the gradients of the four tensors the forward pass returned."""
     if cache.mode == "bottleneck_attention":
-        dL = dresidual + dq_in + dk_in + dv_in
+        dL = dresidual + dq_in
+        dL += dk_in
+        dL += dv_in
         dX, _ = dense_norm_backward(dL, cache.input_cache, params, grads)
         return dX
     dX, _ = dense_norm_backward(dresidual, cache.input_cache, params, grads)
     if cache.mode == "shared_kq":
         dS = dq_in + dk_in  # Q and K read the same tensor: its gradient is the sum
         dX_att, _ = dense_norm_backward(dS, cache.attention_cache, params, grads)
-        return dX + dX_att + dv_in
-    return dX + dq_in + dk_in + dv_in
+        dX += dX_att
+        dX += dv_in
+        return dX
+    dX += dq_in
+    dX += dk_in
+    dX += dv_in
+    return dX
 
 
 def bottleneck_output_forward(Y, X, params, prefix, cfg, layer_norm, rng):

@@ -77,14 +77,19 @@ def layer_backward(dout, cache: LayerCache, params, grads, d_probs=None, d_score
     dX_res = None
     if cache.output_bottleneck is not None:
         dout, dX_res = bottleneck_output_backward(dout, cache.output_bottleneck, params, grads)
+    # the residual gradients returned by dense_norm_backward are fresh arrays: add into them
     dZ, dA = dense_norm_backward(dout, cache.output, params, grads)
-    dA = dA + dense_act_backward(dZ, cache.intermediate, params, grads)
+    dA += dense_act_backward(dZ, cache.intermediate, params, grads)
     for c_up, c_down in reversed(cache.ffns):
-        dZj, dA_res = dense_norm_backward(dA, c_down, params, grads)
-        dA = dA_res + dense_act_backward(dZj, c_up, params, grads)
+        dZj, dA = dense_norm_backward(dA, c_down, params, grads)
+        dA += dense_act_backward(dZj, c_up, params, grads)
     dC, dR = dense_norm_backward(dA, cache.attention_output, params, grads)
     dq, dk, dv = attention_backward(dC, cache.attention, params, grads, d_probs, d_scores)
     if cache.bottleneck is not None:
         dX = bottleneck_input_backward(dq, dk, dv, dR, cache.bottleneck, params, grads)
-        return dX + dX_res
-    return dq + dk + dv + dR
+        dX += dX_res
+        return dX
+    dR += dq
+    dR += dk
+    dR += dv
+    return dR
