@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tinymobilebert.kernels import REGISTRY
-from tinymobilebert.kernels import activations, embedding, losses, norms, softmax
+from tinymobilebert.kernels import _jit, activations, embedding, losses, norms, softmax
 
 DTYPES = [np.float32, np.float64]
 RTOL = {np.float32: 2e-5, np.float64: 1e-11}
@@ -208,6 +208,30 @@ def test_position_type(dtype, B, T, H, seed):
     embedding.add_position_type_backward.numpy(x, tt, d2, t2)
     close(d1, d2, dtype, "dpos")
     close(t1, t2, dtype, "dtype")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_kernels_split_over_threads(monkeypatch, dtype):
+    """The comparisons above again, on awkward shapes, with every call split over 3 threads: odd
+    chunk edges, one partial-sum row per chunk, column chunks of the scatter-adds (outside this
+    test only calls of ~ms split; see kernels._jit.MODEL_SPLIT_NS)."""
+    monkeypatch.setenv("TINYMOBILEBERT_NUM_THREADS", "3")
+    monkeypatch.setattr(_jit, "MODEL_SPLIT_NS", 1.0)
+    assert len(_jit.row_chunks(5, _jit.model_work(1.0))) == 3
+    for N, C in ((7, 5), (333, 130), (2, 1)):
+        for layer_norm in (False, True):
+            test_norm_forward_backward.hypothesis.inner_test(dtype, layer_norm, N, C, 1, True, N > 2, 1.0)
+        for act in sorted(set(activations.ACT_CODES.values())):
+            test_bias_act_forward_backward.hypothesis.inner_test(dtype, act, N, C, 2, N > 2, 3.0)
+    for B, A, T in ((3, 2, 7), (1, 1, 2)):
+        for replace in (False, True):
+            test_attention_softmax.hypothesis.inner_test(dtype, replace, B, A, T, 3, True, 1.0, True)
+    for N, V in ((37, 50), (2, 3)):
+        test_cross_entropy.hypothesis.inner_test(dtype, N, V, 4, 50.0, 0.5)
+    test_trigram_embed.hypothesis.inner_test(dtype, 3, 9, 5, 4, 5, True, True)
+    test_trigram_embed.hypothesis.inner_test(dtype, 2, 5, 7, 9, 6, False, False)
+    test_embed.hypothesis.inner_test(dtype, 77, 9, 6, 7, True)
+    test_position_type.hypothesis.inner_test(dtype, 3, 9, 7, 8)
 
 
 def test_twin_switch_runs_the_twins():

@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("pretrain", help="pretrain a MobileBERT with MLM and NSP",
                        description="Pretrain on the built-in corpus or your text. Resumable: rerun with --resume.")
-    _add_common(p, steps=600, lr=2e-3, warmup=60)
+    _add_common(p, steps=800, lr=4e-3, warmup=60)
     p.add_argument("--corpus", default=None, help="a .txt/.md file or a folder of them (default: built-in corpus)")
     p.add_argument("--vocab", default=None, help="a vocab.txt (or folder holding one); default: train one")
     p.add_argument("--vocab-size", type=int, default=4000, help="size of the trained vocabulary (default 4000)")
@@ -105,7 +105,8 @@ def main(argv=None) -> int:
     if argv and argv[0] == "bench":
         from .benchmark import main as bench_main
 
-        return bench_main(argv[1:]) or 0
+        bench_main(argv[1:])  # returns the results dict, not an exit status
+        return 0
     args = build_parser().parse_args(argv)
     progress = False if getattr(args, "no_progress", False) else None
     if args.command == "demo":

@@ -176,6 +176,11 @@ def _kernel_cases(cfg, B, T, rng):
     p, _ = attention_softmax_numpy(raw, None, scale, False, 0.0, False)
     cases += [("attention_softmax", "fwd", f"[{B},{A},{T},{T}]", (raw, None, scale, False, 0.0, False)),
               ("attention_softmax_backward", "bwd", f"[{B},{A},{T},{T}]", (r(B, A, T, T), p, None, scale, False))]
+    pdrop = cfg.attention_probs_dropout_prob or 0.1
+    keep = (rng.random((B, A, T, T)) >= pdrop).astype(np.uint8)
+    cases += [("dropout_apply", "fwd", f"attention probs [{B},{A},{T},{T}]",
+               (p, rng.random((B, A, T, T), dtype=f32), pdrop, 1 / (1 - pdrop))),
+              ("dropout_grad", "bwd", f"attention probs [{B},{A},{T},{T}]", (r(B, A, T, T), keep, 1 / (1 - pdrop)))]
     logits = r(N, V)
     lse = np.log(np.exp(logits.astype(np.float64)).sum(axis=1))
     cases += [("cross_entropy_forward", "fwd", f"[{N},{V}]", (logits, labels)),

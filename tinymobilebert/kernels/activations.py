@@ -24,12 +24,16 @@ import math
 
 import numpy as np
 
-from ._jit import jit, kernel, partial_rows, run_rows
+from ._jit import exp, jit, kernel, model_work, partial_rows, run_rows, tanh
 
 ACT_CODES = {"relu": 0, "relu6": 1, "gelu": 2, "gelu_new": 3, "gelu_pytorch_tanh": 3, "tanh": 4}
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+# single-threaded ns per element by activation code (benchmarks/kernels_micro.py), how run_rows
+# decides to split
+_NS_FORWARD = (0.25, 0.25, 16.0, 1.3, 1.5)
+_NS_BACKWARD = (0.25, 0.25, 16.0, 1.4, 1.0)
 
 
 def act_code(name: str) -> int:
@@ -98,52 +102,41 @@ def act_backward_numpy(dy, z, code):
 
 
 # ------------------------------------------------------------------------------ Numba kernels
+# One inner loop per activation (the code is tested once per row, never per element), each in
+# the dtype of the arrays. A missing bias is passed as zeros (h + 0 is h). relu, relu6, gelu_new
+# and tanh vectorise (exp and tanh come from kernels._jit); gelu calls math.erfc, a scalar libm call.
+# gelu_new uses 1 + tanh(u) = 2 s, s = sigmoid(2u) = 1 / (1 + e^(-2u)), so y = z s and
+# act'(z) = s + 2 z u'(z) s (1 - s), with s (1 - s) = s e^(-2u) s.
 
 
 @jit
-def _act(z, code):
-    t = type(z)
-    if code == 0:
-        return z if z > 0 else t(0)
-    if code == 1:
-        return t(0) if z <= 0 else (t(6) if z >= 6 else z)
-    if code == 2:
-        return t(0.5) * z * math.erfc(-z * t(_INV_SQRT2))
-    if code == 3:
-        return t(0.5) * z * (t(1) + math.tanh(t(_SQRT_2_OVER_PI) * (z + t(0.044715) * z * z * z)))
-    return math.tanh(z)
-
-
-@jit
-def _act_grad(z, code):
-    t = type(z)
-    if code == 0:
-        return t(1) if z > 0 else t(0)
-    if code == 1:
-        return t(1) if (z > 0 and z < 6) else t(0)
-    if code == 2:
-        return (t(0.5) * math.erfc(-z * t(_INV_SQRT2))
-                + z * math.exp(t(-0.5) * z * z) * t(_INV_SQRT_2PI))
-    if code == 3:
-        if abs(z) > 10:  # the derivative is 0 or 1 to < 1e-37; avoids 0 * inf when z^3 overflows
-            return t(1) if z > 0 else t(0)
-        th = math.tanh(t(_SQRT_2_OVER_PI) * (z + t(0.044715) * z * z * z))
-        return (t(0.5) * (t(1) + th)
-                + t(0.5) * z * (t(1) - th * th) * t(_SQRT_2_OVER_PI) * (t(1) + t(3 * 0.044715) * z * z))
-    a = math.exp(t(-2) * abs(z))
-    return t(4) * a / ((t(1) + a) * (t(1) + a))
-
-
-@jit
-def _bias_act_rows(h, bias, has_bias, code, y, z, start, stop, chunk):
+def _bias_act_rows(h, bias, code, y, z, start, stop, chunk):
     C = h.shape[1]
+    t = h.dtype.type
+    zero, one, six = t(0), t(1), t(6)
+    c0, c1, c2 = t(_INV_SQRT2), t(-2 * _SQRT_2_OVER_PI), t(0.044715)
     for n in range(start, stop):
         for c in range(C):
-            v = h[n, c]
-            if has_bias:
-                v += bias[c]
-            z[n, c] = v
-            y[n, c] = _act(v, code)
+            z[n, c] = h[n, c] + bias[c]
+        if code == 0:  # relu
+            for c in range(C):
+                v = z[n, c]
+                y[n, c] = v if v > zero else zero
+        elif code == 1:  # relu6
+            for c in range(C):
+                v = z[n, c]
+                y[n, c] = min(max(v, zero), six)
+        elif code == 2:  # gelu (exact)
+            for c in range(C):
+                v = z[n, c]
+                y[n, c] = t(0.5) * v * math.erfc(-v * c0)
+        elif code == 3:  # gelu_new: z sigmoid(2u); z^3 = inf gives z / inf = 0 or z / 1 = z
+            for c in range(C):
+                v = z[n, c]
+                y[n, c] = v / (one + exp(c1 * (v + c2 * v * v * v)))
+        else:  # tanh
+            for c in range(C):
+                y[n, c] = tanh(z[n, c])
 
 
 @kernel(twin=bias_act_forward_numpy)
@@ -152,26 +145,68 @@ def bias_act_forward(h, bias, code):
     N, C = h.shape
     y = np.empty_like(h)
     z = np.empty_like(h)
-    b = bias if bias is not None else np.empty(0, h.dtype)
-    run_rows(_bias_act_rows, N, 8 * C, h, b, bias is not None, int(code), y, z)
+    b = bias if bias is not None else np.zeros(C, h.dtype)
+    run_rows(_bias_act_rows, N, model_work(_NS_FORWARD[code] * C), h, b, int(code), y, z)
     return y, z
 
 
 @jit
-def _act_backward_rows(dy, z, code, dz, pbias, start, stop, chunk):
+def _act_backward_row(dy, z, code, dz, n):
+    """dz[n] = dy[n] * act'(z[n]), one loop per activation."""
     C = dy.shape[1]
-    for n in range(start, stop):
+    t = dy.dtype.type
+    zero, one, six, ten = t(0), t(1), t(6), t(10)
+    c0, c1, c2, c3 = t(_INV_SQRT2), t(_INV_SQRT_2PI), t(_SQRT_2_OVER_PI), t(0.044715)
+    if code == 0:  # relu
         for c in range(C):
-            d = dy[n, c] * _act_grad(z[n, c], code)
-            dz[n, c] = d
-            pbias[chunk, c] += d
+            d = dy[n, c]  # loaded unconditionally: a select, not a branch, so the loop vectorises
+            dz[n, c] = d if z[n, c] > zero else zero
+    elif code == 1:  # relu6
+        for c in range(C):
+            v, d = z[n, c], dy[n, c]
+            dz[n, c] = d if (v > zero and v < six) else zero
+    elif code == 2:  # gelu (exact): Phi(z) + z phi(z)
+        for c in range(C):
+            v = z[n, c]
+            dz[n, c] = dy[n, c] * (t(0.5) * math.erfc(-v * c0) + v * exp(t(-0.5) * v * v) * c1)
+    elif code == 3:  # gelu_new; past |z| = 10 the derivative is 0 or 1 to < 1e-37
+        for c in range(C):
+            v = min(max(z[n, c], -ten), ten)
+            # e <= e^80 keeps every product below finite whatever order fastmath picks
+            e = exp(min(t(-2) * c2 * (v + c3 * v * v * v), t(80)))
+            s = one / (one + e)
+            d = s + t(2) * v * c2 * (one + t(3) * c3 * v * v) * (e * s) * s
+            d = one if z[n, c] > ten else (zero if z[n, c] < -ten else d)
+            dz[n, c] = dy[n, c] * d
+    else:  # tanh: sech^2 z = 4a / (1 + a)^2, a = exp(-2|z|)
+        for c in range(C):
+            a = exp(t(-2) * abs(z[n, c]))
+            dz[n, c] = dy[n, c] * (t(4) * a / ((one + a) * (one + a)))
+
+
+@jit
+def _act_backward_rows(dy, z, code, dz, partial, start, stop, chunk):
+    C = dy.shape[1]
+    pbias = partial[chunk]  # float64 (C,)
+    # rows in pairs, dbias = sum_rows(dz) added while the pair is in cache: one load and store
+    # of the float64 sums per two rows
+    for n in range(start, stop - 1, 2):
+        _act_backward_row(dy, z, code, dz, n)
+        _act_backward_row(dy, z, code, dz, n + 1)
+        for c in range(C):
+            pbias[c] += np.float64(dz[n, c]) + np.float64(dz[n + 1, c])
+    if (stop - start) % 2:
+        _act_backward_row(dy, z, code, dz, stop - 1)
+        for c in range(C):
+            pbias[c] += dz[stop - 1, c]
 
 
 @kernel(twin=act_backward_numpy)
 def act_backward(dy, z, code):
     """Returns (dz, dbias = sum_rows(dz)). dy, z: (N, C)."""
     N, C = dy.shape
-    pbias = np.zeros((partial_rows(N, 8 * C), C))  # float64 partials, one row per chunk
+    work = model_work(_NS_BACKWARD[code] * C)
+    partial = np.zeros((partial_rows(N, work), C))  # float64 partials, one row per chunk
     dz = np.empty_like(dy)
-    run_rows(_act_backward_rows, N, 8 * C, dy, z, int(code), dz, pbias)
-    return dz, pbias.sum(axis=0).astype(dy.dtype)
+    run_rows(_act_backward_rows, N, work, dy, z, int(code), dz, partial)
+    return dz, partial.sum(axis=0).astype(dy.dtype)

@@ -23,7 +23,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import jit, kernel, run_rows
+from ._jit import jit, kernel, model_work, run_rows
+
+# single-threaded ns per element copied or added (benchmarks/kernels_micro.py), how run_rows
+# decides to split
+_NS_COPY = 0.2
+_NS_ADD = 0.25
 
 # ------------------------------------------------------------------------------ NumPy twins
 
@@ -86,33 +91,38 @@ def add_position_type_backward_numpy(dx, type_ids, dpos, dtype_table):
 
 
 # ------------------------------------------------------------------------------ Numba kernels
+# Row copies and row adds; the ``keep`` and edge tests happen once per row, never per element.
+# Inner loops index with a bare loop variable (the three slots of a trigram row are a (3, E)
+# view, not offsets E + c) or an unsigned one (column ranges): Numba then drops its check for
+# negative indices, which otherwise turns every load and store into a gather.
 
 
 @jit
-def _trigram_rows(ids, table, keep, has_keep, out, start, stop, chunk):
-    B, T = ids.shape
+def _trigram_rows(ids, table, keep, out, start, stop, chunk):
+    T = ids.shape[1]
     E = table.shape[1]
     zero = out.dtype.type(0)
-    for r in range(start, stop):  # r = flat (b, t)
+    has_keep = keep.shape[0] > 0
+    for r in range(start, stop):  # r = flat (b, t); out is (B*T, 3, E): next, current, previous
         b = r // T
         t = r % T
         cur = ids[b, t]
         for c in range(E):
-            out[b, t, E + c] = table[cur, c]
+            out[r, 1, c] = table[cur, c]
         if t + 1 < T and (not has_keep or keep[b, t + 1] > 0):
             nx = ids[b, t + 1]
             for c in range(E):
-                out[b, t, c] = table[nx, c]
+                out[r, 0, c] = table[nx, c]
         else:
             for c in range(E):
-                out[b, t, c] = zero
+                out[r, 0, c] = zero
         if t > 0 and (not has_keep or keep[b, t - 1] > 0):
             pv = ids[b, t - 1]
             for c in range(E):
-                out[b, t, 2 * E + c] = table[pv, c]
+                out[r, 2, c] = table[pv, c]
         else:
             for c in range(E):
-                out[b, t, 2 * E + c] = zero
+                out[r, 2, c] = zero
 
 
 @kernel(twin=trigram_embed_numpy)
@@ -120,39 +130,44 @@ def trigram_embed(ids, table, keep):
     """(B, T) ids, (V, E) table, keep (B, T) or None -> (B, T, 3E) [next, current, previous]."""
     B, T = ids.shape
     E = table.shape[1]
-    out = np.empty((B, T, 3 * E), table.dtype)
+    out = np.empty((B * T, 3, E), table.dtype)
     k = keep if keep is not None else np.empty((0, 0), np.int64)
-    run_rows(_trigram_rows, B * T, 3 * E, ids, table, k, keep is not None, out)
-    return out
+    run_rows(_trigram_rows, B * T, model_work(_NS_COPY * 3 * E), ids, table, k, out)
+    return out.reshape(B, T, 3 * E)
 
 
 @jit
-def _trigram_backward_cols(dx, ids, keep, has_keep, skip_id, dtable, start, stop, chunk):
-    B, T = ids.shape
-    E = dtable.shape[1]
-    for b in range(B):
-        for t in range(T):
-            i = ids[b, t]
-            if i == skip_id:
-                continue
-            for c in range(start, stop):
-                dtable[i, c] += dx[b, t, E + c]
-            # this token sits in slot "next" of token t-1 and slot "previous" of token t+1
-            if t > 0 and (not has_keep or keep[b, t] > 0):
-                for c in range(start, stop):
-                    dtable[i, c] += dx[b, t - 1, c]
-            if t + 1 < T and (not has_keep or keep[b, t] > 0):
-                for c in range(start, stop):
-                    dtable[i, c] += dx[b, t + 1, 2 * E + c]
+def _trigram_backward_cols(dx, ids, keep, skip_id, dtable, start, stop, chunk):
+    T = ids.shape[1]
+    c0, c1 = np.uint64(start), np.uint64(stop)  # this chunk's columns of dtable
+    has_keep = keep.shape[0] > 0
+    for r in range(dx.shape[0]):  # r = flat (b, t); dx is (B*T, 3, E)
+        b = r // T
+        t = r % T
+        i = ids[b, t]
+        if i == skip_id:
+            continue
+        for c in range(c0, c1):
+            dtable[i, c] += dx[r, 1, c]
+        # this token sits in slot "next" of token t-1 and slot "previous" of token t+1
+        if has_keep and keep[b, t] <= 0:
+            continue
+        if t > 0:
+            for c in range(c0, c1):
+                dtable[i, c] += dx[r - 1, 0, c]
+        if t + 1 < T:
+            for c in range(c0, c1):
+                dtable[i, c] += dx[r + 1, 2, c]
 
 
 @kernel(twin=trigram_embed_backward_numpy)
 def trigram_embed_backward(dx, ids, keep, dtable, skip_id=-1):
     """Scatter-add dx (B, T, 3E) into dtable (V, E) in place; rows == skip_id get nothing."""
     B, T = ids.shape
+    E = dtable.shape[1]
     k = keep if keep is not None else np.empty((0, 0), np.int64)
-    run_rows(_trigram_backward_cols, dtable.shape[1], 3 * B * T, dx, ids, k, keep is not None,
-             int(skip_id), dtable)
+    dx3 = np.ascontiguousarray(dx).reshape(B * T, 3, E)
+    run_rows(_trigram_backward_cols, E, model_work(_NS_ADD * 3 * B * T), dx3, ids, k, int(skip_id), dtable)
 
 
 @jit
@@ -169,17 +184,18 @@ def embed(ids, table):
     """(...) ids, (V, E) table -> (..., E)."""
     flat = np.ascontiguousarray(ids).reshape(-1)
     out = np.empty((flat.size, table.shape[1]), table.dtype)
-    run_rows(_embed_rows, flat.size, table.shape[1], flat, table, out)
+    run_rows(_embed_rows, flat.size, model_work(_NS_COPY * table.shape[1]), flat, table, out)
     return out.reshape(ids.shape + (table.shape[1],))
 
 
 @jit
 def _embed_backward_cols(dx, ids, skip_id, dtable, start, stop, chunk):
+    c0, c1 = np.uint64(start), np.uint64(stop)  # this chunk's columns of dtable
     for n in range(ids.shape[0]):
         i = ids[n]
         if i == skip_id:
             continue
-        for c in range(start, stop):
+        for c in range(c0, c1):
             dtable[i, c] += dx[n, c]
 
 
@@ -188,42 +204,44 @@ def embed_backward(dx, ids, dtable, skip_id=-1):
     """Scatter-add dx (..., E) into dtable (V, E) in place; rows == skip_id get nothing."""
     E = dtable.shape[1]
     flat = np.ascontiguousarray(ids).reshape(-1)
-    run_rows(_embed_backward_cols, E, flat.size, np.ascontiguousarray(dx).reshape(-1, E), flat,
+    run_rows(_embed_backward_cols, E, model_work(_NS_ADD * flat.size), np.ascontiguousarray(dx).reshape(-1, E), flat,
              int(skip_id), dtable)
 
 
 @jit
 def _pos_type_rows(x, pos, typ, type_ids, start, stop, chunk):
-    T, H = x.shape[1], x.shape[2]
-    for r in range(start, stop):
-        b = r // T
+    T, H = type_ids.shape[1], x.shape[1]
+    for r in range(start, stop):  # r = flat (b, t); x is (B*T, H)
         t = r % T
-        k = type_ids[b, t]
+        k = type_ids[r // T, t]
         for c in range(H):
-            x[b, t, c] += pos[t, c] + typ[k, c]
+            x[r, c] += pos[t, c] + typ[k, c]
 
 
 @kernel(twin=add_position_type_numpy)
 def add_position_type(x, pos_table, type_table, type_ids):
     """x (B, T, H) += pos_table[:T] + type_table[type_ids], in place; returns x."""
     B, T, H = x.shape
-    run_rows(_pos_type_rows, B * T, H, x, pos_table, type_table, type_ids)
+    run_rows(_pos_type_rows, B * T, model_work(_NS_ADD * H), x.reshape(B * T, H), pos_table, type_table, type_ids)
     return x
 
 
 @jit
 def _pos_type_backward_cols(dx, type_ids, dpos, dtyp, start, stop, chunk):
-    B, T = type_ids.shape
-    for b in range(B):
-        for t in range(T):
-            k = type_ids[b, t]
-            for c in range(start, stop):
-                v = dx[b, t, c]
-                dpos[t, c] += v
-                dtyp[k, c] += v
+    T = type_ids.shape[1]
+    c0, c1 = np.uint64(start), np.uint64(stop)  # this chunk's columns of dpos and dtyp
+    for r in range(dx.shape[0]):  # r = flat (b, t); dx is (B*T, H)
+        t = r % T
+        k = type_ids[r // T, t]
+        for c in range(c0, c1):
+            dpos[t, c] += dx[r, c]
+        for c in range(c0, c1):
+            dtyp[k, c] += dx[r, c]
 
 
 @kernel(twin=add_position_type_backward_numpy)
 def add_position_type_backward(dx, type_ids, dpos, dtype_table):
     """dpos[:T] += sum_b dx; dtype_table[type_ids] += dx (in place)."""
-    run_rows(_pos_type_backward_cols, dx.shape[2], 2 * dx.shape[0] * dx.shape[1], dx, type_ids, dpos, dtype_table)
+    B, T, H = dx.shape
+    run_rows(_pos_type_backward_cols, H, model_work(_NS_ADD * 2 * B * T), np.ascontiguousarray(dx).reshape(B * T, H),
+             type_ids, dpos, dtype_table)

@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import jit, kernel, partial_rows, run_rows
+from ._jit import exp, jit, kernel, model_work, partial_rows, run_rows
 
 IGNORE_INDEX = -100
+# single-threaded ns per element (benchmarks/kernels_micro.py), how run_rows decides to split
+_NS_FORWARD = 2.3
+_NS_BACKWARD = 0.7
 
 
 # ------------------------------------------------------------------------------ NumPy twins
@@ -49,24 +52,29 @@ def cross_entropy_backward_numpy(logits, labels, lse, grad, ignore_index=IGNORE_
 
 
 # ------------------------------------------------------------------------------ Numba kernels
+# exp is kernels._jit.exp, which LLVM vectorises: float64 in the forward pass (lse must be exact
+# to ~1e-15), the logits' dtype in the backward pass (x - lse itself is taken in float64).
 
 
 @jit
 def _ce_forward_rows(x, labels, ignore_index, lse, partial, start, stop, chunk):
     V = x.shape[1]
+    loss, count = 0.0, 0.0
     for n in range(start, stop):
-        mx = -np.inf
+        mx = x[n, 0]
         for v in range(V):
-            if x[n, v] > mx:
-                mx = np.float64(x[n, v])
+            mx = max(mx, x[n, v])
+        m = np.float64(mx)
         tot = 0.0
         for v in range(V):
-            tot += np.exp(np.float64(x[n, v]) - mx)
-        lse[n] = mx + np.log(tot)
+            tot += exp(np.float64(x[n, v]) - m)
+        lse[n] = m + np.log(tot)
         y = labels[n]
         if y != ignore_index:
-            partial[chunk, 0] += lse[n] - np.float64(x[n, y])
-            partial[chunk, 1] += 1.0
+            loss += lse[n] - np.float64(x[n, y])
+            count += 1.0
+    partial[chunk, 0] = loss
+    partial[chunk, 1] = count
 
 
 @kernel(twin=cross_entropy_forward_numpy)
@@ -74,8 +82,9 @@ def cross_entropy_forward(logits, labels, ignore_index=IGNORE_INDEX):
     """Returns (loss_sum: float, count: int, lse: (N,) float64). logits (N, V), labels (N,)."""
     N, V = logits.shape
     lse = np.empty(N, np.float64)
-    partial = np.zeros((partial_rows(N, 2 * V), 2))
-    run_rows(_ce_forward_rows, N, 2 * V, logits, labels, int(ignore_index), lse, partial)
+    work = model_work(_NS_FORWARD * V)
+    partial = np.zeros((partial_rows(N, work), 2))
+    run_rows(_ce_forward_rows, N, work, logits, labels, int(ignore_index), lse, partial)
     tot = partial.sum(axis=0)
     return float(tot[0]), int(round(tot[1])), lse
 
@@ -83,7 +92,8 @@ def cross_entropy_forward(logits, labels, ignore_index=IGNORE_INDEX):
 @jit
 def _ce_backward_rows(x, labels, lse, grad, ignore_index, dx, start, stop, chunk):
     V = x.shape[1]
-    zero = dx.dtype.type(0)
+    t = dx.dtype.type
+    zero, grad_t = t(0), t(grad)
     for n in range(start, stop):
         y = labels[n]
         if y == ignore_index:
@@ -92,10 +102,9 @@ def _ce_backward_rows(x, labels, lse, grad, ignore_index, dx, start, stop, chunk
             continue
         m = lse[n]
         for v in range(V):
-            e = np.exp(np.float64(x[n, v]) - m)
-            if v == y:
-                e -= 1.0  # in float64, before the cast: p_y - 1 keeps its digits
-            dx[n, v] = grad * e
+            dx[n, v] = grad_t * exp(t(np.float64(x[n, v]) - m))
+        # the label's entry again in float64, before the cast: p_y - 1 keeps its digits
+        dx[n, y] = grad * (np.exp(np.float64(x[n, y]) - m) - 1.0)
 
 
 @kernel(twin=cross_entropy_backward_numpy)
@@ -103,5 +112,6 @@ def cross_entropy_backward(logits, labels, lse, grad, ignore_index=IGNORE_INDEX)
     """d logits of grad * (summed loss). Shapes as in forward; grad: float."""
     N, V = logits.shape
     dx = np.empty_like(logits)
-    run_rows(_ce_backward_rows, N, 2 * V, logits, labels, lse, float(grad), int(ignore_index), dx)
+    run_rows(_ce_backward_rows, N, model_work(_NS_BACKWARD * V), logits, labels, lse, float(grad),
+             int(ignore_index), dx)
     return dx

@@ -24,7 +24,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import jit, kernel, partial_rows, run_rows
+from ._jit import jit, kernel, model_work, partial_rows, run_rows
+
+# single-threaded ns per element (benchmarks/kernels_micro.py), how run_rows decides to split
+_NS_FORWARD = {False: 0.3, True: 0.45}  # by layer_norm
+_NS_BACKWARD = {False: 0.4, True: 0.75}
 
 # ------------------------------------------------------------------------------ NumPy twins
 
@@ -64,44 +68,49 @@ def norm_backward_numpy(dy, z, gamma, mean, rstd, layer_norm):
 
 
 # ------------------------------------------------------------------------------ Numba kernels
+# One inner loop per case: no flag is tested inside an inner loop, so LLVM vectorises them all.
+# A missing bias is passed as zeros (h + 0 is h); a missing residual gets its own loop. Inner
+# loops index 2-D arrays (a row view per row costs two atomic reference counts in Numba).
 
 
 @jit
-def _norm_forward_rows(h, bias, residual, gamma, beta, eps, layer_norm, has_bias, has_res,
-                       y, z, mean, rstd, start, stop, chunk):
+def _norm_forward_rows(h, bias, residual, gamma, beta, eps, layer_norm, y, z, mean, rstd, start, stop, chunk):
     C = h.shape[1]
+    has_res = residual.shape[0] > 0
     for n in range(start, stop):
-        if layer_norm:
-            s = 0.0
+        if not layer_norm:
+            if has_res:
+                for c in range(C):
+                    v = h[n, c] + bias[c] + residual[n, c]
+                    z[n, c] = v
+                    y[n, c] = v * gamma[c] + beta[c]
+            else:
+                for c in range(C):
+                    v = h[n, c] + bias[c]
+                    z[n, c] = v
+                    y[n, c] = v * gamma[c] + beta[c]
+            continue
+        if has_res:
             for c in range(C):
-                v = h[n, c]
-                if has_bias:
-                    v += bias[c]
-                if has_res:
-                    v += residual[n, c]
-                z[n, c] = v
-                s += v
-            mu = s / C
-            ss = 0.0
-            for c in range(C):
-                d = z[n, c] - mu
-                ss += d * d
-            r = 1.0 / np.sqrt(ss / C + eps)
-            mean[n] = mu
-            rstd[n] = r
-            m_t = z.dtype.type(mu)
-            r_t = z.dtype.type(r)
-            for c in range(C):
-                y[n, c] = (z[n, c] - m_t) * r_t * gamma[c] + beta[c]
+                z[n, c] = h[n, c] + bias[c] + residual[n, c]
         else:
             for c in range(C):
-                v = h[n, c]
-                if has_bias:
-                    v += bias[c]
-                if has_res:
-                    v += residual[n, c]
-                z[n, c] = v
-                y[n, c] = v * gamma[c] + beta[c]
+                z[n, c] = h[n, c] + bias[c]
+        s = 0.0  # float64 statistics
+        for c in range(C):
+            s += np.float64(z[n, c])
+        mu = s / C
+        ss = 0.0
+        for c in range(C):
+            d = np.float64(z[n, c]) - mu
+            ss += d * d
+        r = 1.0 / np.sqrt(ss / C + eps)
+        mean[n] = mu
+        rstd[n] = r
+        m_t = z.dtype.type(mu)
+        r_t = z.dtype.type(r)
+        for c in range(C):
+            y[n, c] = (z[n, c] - m_t) * r_t * gamma[c] + beta[c]
 
 
 @kernel(twin=norm_forward_numpy)
@@ -113,58 +122,64 @@ def norm_forward(h, bias, residual, gamma, beta, eps, layer_norm):
     z = np.empty_like(h)
     mean = np.empty(N if layer_norm else 0, dt)
     rstd = np.empty(N if layer_norm else 0, dt)
-    b = bias if bias is not None else np.empty(0, dt)
+    b = bias if bias is not None else np.zeros(C, dt)
     r = residual if residual is not None else np.empty((0, 0), dt)
-    run_rows(_norm_forward_rows, N, C, h, b, r, gamma, beta, float(eps), bool(layer_norm),
-             bias is not None, residual is not None, y, z, mean, rstd)
+    work = model_work(_NS_FORWARD[bool(layer_norm)] * C)
+    run_rows(_norm_forward_rows, N, work, h, b, r, gamma, beta, float(eps), bool(layer_norm), y, z, mean, rstd)
     return y, z, mean, rstd
 
 
 @jit
-def _norm_backward_rows(dy, z, gamma, mean, rstd, layer_norm, dz, pgamma, pbeta, pbias,
-                        start, stop, chunk):
+def _norm_backward_rows(dy, z, gamma, mean, rstd, layer_norm, dz, partial, start, stop, chunk):
     C = dy.shape[1]
     inv_c = z.dtype.type(1.0 / C)
+    pgamma, pbeta, pbias = partial[chunk, 0], partial[chunk, 1], partial[chunk, 2]  # float64 (C,) each
+    if not layer_norm:  # rows in pairs: one load and store of the float64 sums per two rows
+        for n in range(start, stop - 1, 2):
+            for c in range(C):
+                d0, d1 = dy[n, c], dy[n + 1, c]
+                dz[n, c] = d0 * gamma[c]
+                dz[n + 1, c] = d1 * gamma[c]
+                pgamma[c] += np.float64(d0 * z[n, c]) + np.float64(d1 * z[n + 1, c])
+                pbeta[c] += np.float64(d0) + np.float64(d1)
+        if (stop - start) % 2:
+            n = stop - 1
+            for c in range(C):
+                dz[n, c] = dy[n, c] * gamma[c]
+                pgamma[c] += dy[n, c] * z[n, c]
+                pbeta[c] += dy[n, c]
+        for c in range(C):  # sum_rows(dy * gamma) = gamma * sum_rows(dy)
+            pbias[c] = pbeta[c] * gamma[c]
+        return
     for n in range(start, stop):
-        if layer_norm:
-            m = mean[n]
-            r = rstd[n]
-            sg = 0.0
-            sgx = 0.0
-            for c in range(C):
-                xhat = (z[n, c] - m) * r
-                g = dy[n, c] * gamma[c]
-                sg += g
-                sgx += g * xhat
-                pgamma[chunk, c] += dy[n, c] * xhat
-                pbeta[chunk, c] += dy[n, c]
-            a = z.dtype.type(sg) * inv_c
-            b = z.dtype.type(sgx) * inv_c
-            for c in range(C):
-                xhat = (z[n, c] - m) * r
-                d = r * (dy[n, c] * gamma[c] - a - xhat * b)
-                dz[n, c] = d
-                pbias[chunk, c] += d
-        else:
-            for c in range(C):
-                d = dy[n, c] * gamma[c]
-                dz[n, c] = d
-                pgamma[chunk, c] += dy[n, c] * z[n, c]
-                pbeta[chunk, c] += dy[n, c]
-                pbias[chunk, c] += d
+        m = mean[n]
+        r = rstd[n]
+        sg = 0.0
+        sgx = 0.0
+        for c in range(C):
+            xhat = (z[n, c] - m) * r
+            g = dy[n, c] * gamma[c]
+            sg += g
+            sgx += g * xhat
+            pgamma[c] += dy[n, c] * xhat
+            pbeta[c] += dy[n, c]
+        a = z.dtype.type(sg) * inv_c  # mean(g)
+        b = z.dtype.type(sgx) * inv_c  # mean(g * xhat)
+        for c in range(C):
+            xhat = (z[n, c] - m) * r
+            d = r * (dy[n, c] * gamma[c] - a - xhat * b)
+            dz[n, c] = d
+            pbias[c] += d
 
 
 @kernel(twin=norm_backward_numpy)
 def norm_backward(dy, z, gamma, mean, rstd, layer_norm):
     """Returns (dz, dgamma, dbeta, dbias = sum_rows(dz)). See the module notes."""
     N, C = dy.shape
-    k = partial_rows(N, C)
+    work = model_work(_NS_BACKWARD[bool(layer_norm)] * C)
     dz = np.empty_like(dy)
-    # each chunk owns one row of the partial sums; summed afterwards (no shared +=)
-    pgamma = np.zeros((k, C))  # float64 partial sums, cast once at the end
-    pbeta = np.zeros((k, C))
-    pbias = np.zeros((k, C))
-    run_rows(_norm_backward_rows, N, C, dy, z, gamma, mean, rstd, bool(layer_norm),
-             dz, pgamma, pbeta, pbias)
-    dt = dy.dtype
-    return dz, pgamma.sum(axis=0).astype(dt), pbeta.sum(axis=0).astype(dt), pbias.sum(axis=0).astype(dt)
+    # each chunk owns one (3, C) slab of float64 partial sums (no shared +=), summed afterwards
+    partial = np.zeros((partial_rows(N, work), 3, C))
+    run_rows(_norm_backward_rows, N, work, dy, z, gamma, mean, rstd, bool(layer_norm), dz, partial)
+    dgamma, dbeta, dbias = partial.sum(axis=0).astype(dy.dtype)
+    return dz, dgamma, dbeta, dbias

@@ -27,7 +27,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import jit, kernel, run_rows
+from ._jit import exp, jit, kernel, model_work, run_rows
+
+# single-threaded ns per element (benchmarks/kernels_micro.py), how run_rows decides to split
+_NS_FORWARD = 1.3
+_NS_BACKWARD = 0.3
 
 
 def _mask_constant(dtype):
@@ -66,37 +70,46 @@ def attention_softmax_backward_numpy(dp, p, key_mask, scale, replace):
 
 
 # ------------------------------------------------------------------------------ Numba kernels
+# Rows are the flat (b, a, t) of (B*A*T, S) views; the mask mode is tested once per row, never
+# per element. A row stays in L1 through its passes: scores, their max, e = exp(s - max) in the
+# array's dtype (kernels._jit.exp, vectorised), the sum of e in float64, then e / sum.
+
+_NO_MASK, _ADD, _REPLACE = 0, 1, 2
 
 
 @jit
-def _softmax_rows(raw, key_mask, has_mask, scale, replace, replace_value, minval, keep,
-                  p, s_out, start, stop, chunk):
-    A, T, S = raw.shape[1], raw.shape[2], raw.shape[3]
-    scale_t = raw.dtype.type(scale)
-    repl_t = raw.dtype.type(replace_value)
-    min_t = raw.dtype.type(minval)
+def _softmax_rows(raw, key_mask, mode, scale, replace_value, minval, rows_per_batch, p, s_out,
+                  start, stop, chunk):
+    S = raw.shape[1]
+    t = raw.dtype.type
+    scale_t, repl_t, min_t = t(scale), t(replace_value), t(minval)
+    keep = s_out.shape[0] > 0
     for row in range(start, stop):  # row = flat (b, a, t)
-        b = row // (A * T)
-        a = (row // T) % A
-        t = row % T
-        mx = -np.inf
+        b = row // rows_per_batch
+        if mode == _NO_MASK:
+            for j in range(S):
+                p[row, j] = raw[row, j] * scale_t
+        elif mode == _ADD:  # + (1 - m) * finfo.min, as in the twin
+            for j in range(S):
+                p[row, j] = raw[row, j] * scale_t + (t(1) - key_mask[b, j]) * min_t
+        else:
+            for j in range(S):
+                v = raw[row, j] * scale_t
+                p[row, j] = v if key_mask[b, j] > 0 else repl_t
+        if keep:
+            for j in range(S):
+                s_out[row, j] = p[row, j]
+        mx = t(-np.inf)
         for j in range(S):
-            v = raw[b, a, t, j] * scale_t
-            if has_mask and key_mask[b, j] <= 0:
-                v = repl_t if replace else v + min_t
-            p[b, a, t, j] = v
-            if keep:
-                s_out[b, a, t, j] = v
-            if v > mx:
-                mx = v
-        tot = 0.0
+            mx = max(mx, p[row, j])
         for j in range(S):
-            e = np.exp(np.float64(p[b, a, t, j]) - mx)
-            p[b, a, t, j] = e
-            tot += e
-        inv = 1.0 / tot
+            p[row, j] = exp(p[row, j] - mx)
+        tot = 0.0  # float64, in a loop of its own: the exp loop stays 8 float32 wide
         for j in range(S):
-            p[b, a, t, j] = p[b, a, t, j] * inv
+            tot += p[row, j]
+        inv = t(1.0 / tot)
+        for j in range(S):
+            p[row, j] *= inv
 
 
 @kernel(twin=attention_softmax_numpy)
@@ -105,30 +118,35 @@ def attention_softmax(raw, key_mask, scale, replace, replace_value, keep_scores)
     B, A, T, S = raw.shape
     p = np.empty_like(raw)
     s_out = np.empty_like(raw) if keep_scores else np.empty((0, 0, 0, 0), raw.dtype)
+    mode = _NO_MASK if key_mask is None else (_REPLACE if replace else _ADD)
     m = key_mask if key_mask is not None else np.empty((0, 0), raw.dtype)
-    run_rows(_softmax_rows, B * A * T, 4 * S, raw, m, key_mask is not None, float(scale), bool(replace),
-             float(replace_value), float(_mask_constant(raw.dtype)), bool(keep_scores), p, s_out)
+    run_rows(_softmax_rows, B * A * T, model_work(_NS_FORWARD * S), _rows(raw), m, mode, float(scale),
+             float(replace_value), float(_mask_constant(raw.dtype)), A * T, _rows(p), _rows(s_out))
     return p, (s_out if keep_scores else None)
 
 
+def _rows(x):
+    """(B, A, T, S) -> (B*A*T, S), a view (a copy if ``x`` is not contiguous)."""
+    return x.reshape(-1, x.shape[-1]) if x.size else x.reshape(0, 0)
+
+
 @jit
-def _softmax_backward_rows(dp, p, key_mask, has_mask, scale, replace, dr, start, stop, chunk):
-    A, T, S = dp.shape[1], dp.shape[2], dp.shape[3]
-    scale_t = dp.dtype.type(scale)
-    zero = dp.dtype.type(0)
+def _softmax_backward_rows(dp, p, key_mask, replace, scale, rows_per_batch, dr, start, stop, chunk):
+    S = dp.shape[1]
+    t = dp.dtype.type
+    scale_t, zero = t(scale), t(0)
     for row in range(start, stop):
-        b = row // (A * T)
-        a = (row // T) % A
-        t = row % T
-        dot = 0.0
+        dot = 0.0  # float64
         for j in range(S):
-            dot += dp[b, a, t, j] * p[b, a, t, j]
-        dot_t = dp.dtype.type(dot)
+            dot += dp[row, j] * p[row, j]
+        dot_t = t(dot)
         for j in range(S):
-            if replace and has_mask and key_mask[b, j] <= 0:
-                dr[b, a, t, j] = zero
-            else:
-                dr[b, a, t, j] = p[b, a, t, j] * (dp[b, a, t, j] - dot_t) * scale_t
+            dr[row, j] = p[row, j] * (dp[row, j] - dot_t) * scale_t
+        if replace:  # masked keys got the constant replace_value: no gradient
+            b = row // rows_per_batch
+            for j in range(S):
+                d = dr[row, j]
+                dr[row, j] = d if key_mask[b, j] > 0 else zero
 
 
 @kernel(twin=attention_softmax_backward_numpy)
@@ -137,6 +155,6 @@ def attention_softmax_backward(dp, p, key_mask, scale, replace):
     B, A, T, S = dp.shape
     dr = np.empty_like(dp)
     m = key_mask if key_mask is not None else np.empty((0, 0), dp.dtype)
-    run_rows(_softmax_backward_rows, B * A * T, 3 * S, dp, p, m, key_mask is not None, float(scale),
-             bool(replace), dr)
+    run_rows(_softmax_backward_rows, B * A * T, model_work(_NS_BACKWARD * S), _rows(dp), _rows(p), m,
+             bool(replace and key_mask is not None), float(scale), A * T, _rows(dr))
     return dr
