@@ -19,7 +19,7 @@ import time
 from . import workflows as wf
 from .checkpoint import write_json
 
-DEFAULTS = {"pretrain_steps": 400, "finetune_steps": 200}
+DEFAULTS = {"pretrain_steps": 1000, "finetune_steps": 200}
 
 
 def run_demo(out_dir="runs/demo", *, seed=0, pretrain_steps=None, finetune_steps=None, task="word_order",

@@ -78,8 +78,8 @@ def _optimizer(store, name, lr, steps, warmup, weight_decay=0.01, max_grad_norm=
 
 
 # ------------------------------------------------------------------------------------ pretrain
-def pretrain(out_dir, *, corpus=None, docs=None, vocab=None, vocab_size=4000, config: dict | None = None, steps=600,
-             batch_size=32, max_length=64, lr=2e-3, warmup=60, optimizer="adamw", seed=0, eval_every=100,
+def pretrain(out_dir, *, corpus=None, docs=None, vocab=None, vocab_size=4000, config: dict | None = None, steps=800,
+             batch_size=32, max_length=64, lr=4e-3, warmup=60, optimizer="adamw", seed=0, eval_every=100,
              save_every=100, eval_batches=20, resume=False, progress=None, nsp=True, dev_fraction=0.05) -> dict:
     """Pretrain a MobileBERT with MLM (+ NSP) on real text. Returns a summary dict.
 

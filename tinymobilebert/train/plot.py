@@ -41,13 +41,15 @@ def plot_runs(runs: list, out_png: str, smooth_window: int = 20, title: str | No
         dev = [r for r in records if r.get("split") == "dev"]
         metrics = sorted({k for r in dev for k, v in r.items()
                           if isinstance(v, float) and (k.endswith("accuracy") or k.endswith("loss"))})
-        for key in metrics:
+        for key in metrics:  # held-out losses beside the training losses, accuracies on their own axis
             pts = [(r["step"], r[key]) for r in dev if key in r]
-            ax_dev.plot(*zip(*pts), "o-", label=f"{label} {key}")
+            ax = ax_dev if key.endswith("accuracy") else ax_loss
+            ax.plot(*zip(*pts), "o-" if ax is ax_dev else "o", label=f"{label} held-out {key}")
     ax_loss.set_xlabel("step")
-    ax_loss.set_ylabel(f"training loss (moving average of {smooth_window})")
+    ax_loss.set_ylabel(f"loss (training: moving average of {smooth_window}; dots: held out)")
     ax_dev.set_xlabel("step")
-    ax_dev.set_ylabel("held-out metric")
+    ax_dev.set_ylabel("held-out accuracy")
+    ax_dev.set_ylim(0, 1)
     for ax in (ax_loss, ax_dev):
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
