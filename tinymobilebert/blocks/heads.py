@@ -20,6 +20,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..kernels.activations import act_backward, act_code, bias_act_forward
+from ..kernels.blas import gemm_accumulate
 from ..kernels.norms import norm_backward, norm_forward
 from .dropout import dropout_backward, dropout_forward
 from .linear import linear_backward, linear_forward
@@ -86,7 +87,7 @@ def mlm_head_forward(h, params, word_embeddings_name, cfg):
                                     params["cls.predictions.transform.LayerNorm.bias"], cfg.layer_norm_eps, True)
     logits = t[:, :E] @ params[word_embeddings_name].T  # (N, V), tied rows
     if cfg.hidden_size > E:
-        logits += t[:, E:] @ params["cls.predictions.dense.weight"]  # extra columns (H-E, V)
+        gemm_accumulate(t[:, E:], params["cls.predictions.dense.weight"], logits)  # += extra columns (H-E, V)
     logits += params["cls.predictions.bias"]
     return logits, MLMCache(c_tr, a, t, mean, rstd)
 
@@ -96,13 +97,13 @@ def mlm_head_backward(dlogits, cache: MLMCache, params, grads, word_embeddings_n
     E = cfg.embedding_size
     t = cache.t
     grads["cls.predictions.bias"] += dlogits.sum(axis=0)
-    dt = np.empty_like(t)
-    dt[:, :E] = dlogits @ params[word_embeddings_name]  # (N, E)
-    grads[word_embeddings_name] += dlogits.T @ t[:, :E]  # (V, E)
+    dt = np.zeros_like(t)
+    gemm_accumulate(dlogits, params[word_embeddings_name], dt[:, :E])  # (N, E)
+    gemm_accumulate(dlogits.T, t[:, :E], grads[word_embeddings_name])  # (V, E)
     if cfg.hidden_size > E:
         W_extra = params["cls.predictions.dense.weight"]
-        dt[:, E:] = dlogits @ W_extra.T  # (N, H-E)
-        grads["cls.predictions.dense.weight"] += t[:, E:].T @ dlogits  # (H-E, V)
+        gemm_accumulate(dlogits, W_extra.T, dt[:, E:])  # (N, H-E)
+        gemm_accumulate(t[:, E:].T, dlogits, grads["cls.predictions.dense.weight"])  # (H-E, V)
     da, dgamma, dbeta, _ = norm_backward(dt, cache.a, params["cls.predictions.transform.LayerNorm.weight"],
                                          cache.mean, cache.rstd, True)
     grads["cls.predictions.transform.LayerNorm.weight"] += dgamma

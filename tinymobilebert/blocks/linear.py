@@ -7,14 +7,15 @@ Dimensions: N rows, K input features, M output features.
                db += sum_rows(dy)
                dx  = dy @ W                    (N, M) @ (M, K) -> (N, K)
 
-Inputs are 2-D rows (callers flatten B and T into N), so every product is one BLAS call.
-The bias is optional here because most dense layers hand theirs to the fused norm or activation
-kernel that follows (see ``blocks.sublayers``).
+Inputs are 2-D rows (callers flatten B and T into N), so every product is one BLAS call; the
+weight gradient accumulates in place (BLAS gemm with beta = 1, ``kernels.blas``). The bias is
+optional here because most dense layers hand theirs to the fused norm or activation kernel that
+follows (see ``blocks.sublayers``).
 """
 
 from __future__ import annotations
 
-import numpy as np
+from ..kernels.blas import gemm_accumulate
 
 
 def linear_forward(x, W, b=None):
@@ -30,7 +31,7 @@ def linear_backward(dy, x, W, dW, db=None, need_dx=True):
 
     dy (N, M), x (N, K), W and dW (M, K), db (M,) or None.
     """
-    dW += dy.T @ x  # (M, K)
+    gemm_accumulate(dy.T, x, dW)  # dW += dy.T @ x   (M, N) @ (N, K)
     if db is not None:
         db += dy.sum(axis=0)
     return dy @ W if need_dx else None  # (N, K)
