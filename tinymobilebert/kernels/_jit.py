@@ -11,8 +11,8 @@ Three rules, one place:
   kernels) and no two threads ever write the same memory; reductions give each chunk its own
   row of a partial-sum buffer. The calling thread takes chunks too (see ``run_rows``).
 * ``kernel(twin=...)`` registers the public entry point of a kernel next to its plain-NumPy twin.
-  ``use_numpy_twins()`` (or the environment variable ``TINYMOBILEBERT_NUMPY_KERNELS=1``) makes
-  every entry point run its twin instead, which is how tests compare the two and how the
+  ``use_numpy_twins()`` (or the environment variable ``TINYMOBILEBERT_NUMPY_KERNELS=1``, read at
+  import) makes every entry point run its twin instead, which is how tests compare the two and how the
   benchmark measures what Numba buys. ``NUMBA_DISABLE_JIT=1`` still runs the Numba code as
   plain Python for debugging.
 
@@ -294,22 +294,27 @@ _state = threading.local()
 REGISTRY: dict[str, "Kernel"] = {}
 
 
+# The process-wide default, read once at import (a lookup per kernel call costs ~2 us).
+_TWINS_BY_DEFAULT = os.environ.get("TINYMOBILEBERT_NUMPY_KERNELS", "") not in ("", "0")
+
+
 def _twins_on() -> bool:
-    flag = getattr(_state, "twins", None)
-    if flag is None:
-        flag = os.environ.get("TINYMOBILEBERT_NUMPY_KERNELS", "") not in ("", "0")
-    return flag
+    return getattr(_state, "twins", _TWINS_BY_DEFAULT)
 
 
 @contextlib.contextmanager
 def use_numpy_twins(enabled: bool = True):
     """Run every kernel entry point as its plain-NumPy twin inside this block (this thread)."""
-    old = getattr(_state, "twins", None)
+    missing = object()
+    old = getattr(_state, "twins", missing)
     _state.twins = enabled
     try:
         yield
     finally:
-        _state.twins = old
+        if old is missing:
+            del _state.twins
+        else:
+            _state.twins = old
 
 
 class Kernel:
