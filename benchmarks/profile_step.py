@@ -1,6 +1,7 @@
-"""Where the time goes in one tinymobilebert training step (forward, backward, AdamW, zero_grad).
+"""Where the time goes in one tinymobilebert training step (forward, backward, AdamW, zero_grad),
+or in one inference forward pass (``--mode infer``: eval mode, logits at every position, no cache).
 
-    python benchmarks/profile_step.py [--size paper] [--steps 3] [--cprofile]
+    python benchmarks/profile_step.py [--size paper] [--mode train|infer] [--steps 3] [--cprofile]
 
 Dimensions: B batch, T tokens, N = B*T rows, H hidden width, V vocabulary.
 
@@ -148,17 +149,21 @@ def _flops(category, args, cfg):
 
 
 def run_steps(model, opt, batch, timers, steps, faults=None):
-    """Run ``steps`` training steps; returns their wall times. ``faults`` (a dict) collects the
-    minor page faults and the system CPU seconds (mostly the kernel serving those faults)."""
+    """Run ``steps`` training steps (inference passes when ``opt`` is None, as the benchmark
+    times them); returns their wall times. ``faults`` (a dict) collects the minor page faults
+    and the system CPU seconds (mostly the kernel serving those faults)."""
     ids, labels, nsp = batch
     totals = []
     ru0 = resource.getrusage(resource.RUSAGE_SELF)
     for _ in range(steps):
         t0 = time.perf_counter()
-        timers.run("glue: model forward", model.forward, ids, labels=labels, next_sentence_label=nsp)
-        timers.run("glue: model backward", model.backward)
-        timers.run("optimizer (AdamW step)", opt.step)
-        timers.run("zero_grad (clear the flat grad buffer)", opt.zero_grad)
+        if opt is None:
+            timers.run("glue: model forward", model.forward, ids, keep_cache=False)
+        else:
+            timers.run("glue: model forward", model.forward, ids, labels=labels, next_sentence_label=nsp)
+            timers.run("glue: model backward", model.backward)
+            timers.run("optimizer (AdamW step)", opt.step)
+            timers.run("zero_grad (clear the flat grad buffer)", opt.zero_grad)
         totals.append(time.perf_counter() - t0)
     ru1 = resource.getrusage(resource.RUSAGE_SELF)
     if faults is not None:
@@ -171,6 +176,8 @@ def run_steps(model, opt, batch, timers, steps, faults=None):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", default="paper")
+    ap.add_argument("--mode", choices=("train", "infer"), default="train",
+                    help="a training step, or an inference forward pass (eval mode, no cache)")
     ap.add_argument("--steps", type=int, default=3, help="profiled steps (after one warm-up step)")
     ap.add_argument("--cprofile", action="store_true", help="also print cProfile's top 25 by tottime")
     ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
@@ -180,7 +187,11 @@ def main(argv=None):
         print(f"waited for a quiet CPU: {wait_until_quiet(args.wait_quiet)}")
     cfg, B, T = size_config(args.size)
     model = MobileBertForPreTraining(cfg, seed=0, dtype=np.float32)
-    opt = AdamW(model.store, lr=1e-4)
+    if args.mode == "train":
+        opt = AdamW(model.store, lr=1e-4)
+    else:
+        opt = None
+        model.eval()
     batch = make_batch(cfg, B, T)
     timers = Timers()
     restore = instrument(model, timers)
@@ -194,15 +205,18 @@ def main(argv=None):
         small = make_batch(cfg, 1, 8)
         for _ in range(3):
             t0 = time.perf_counter()
-            model.forward(small[0], labels=small[1], next_sentence_label=small[2])
-            model.backward()
+            if opt is None:
+                model.forward(small[0], keep_cache=False)
+            else:
+                model.forward(small[0], labels=small[1], next_sentence_label=small[2])
+                model.backward()
             floor.excl["fwd+bwd"] = time.perf_counter() - t0
         model.zero_grad()
     finally:
         restore()
     step = float(np.median(totals))
     n = args.steps
-    print(f"tinymobilebert {tinymobilebert.__version__}, size {args.size} (B={B}, T={T}), float32, "
+    print(f"tinymobilebert {tinymobilebert.__version__}, {args.mode}, size {args.size} (B={B}, T={T}), float32, "
           f"{_jit.num_threads()} kernel threads; step median {step * 1e3:.0f} ms over {n} steps "
           f"[{min(totals) * 1e3:.0f}-{max(totals) * 1e3:.0f}]; per-step averages below")
     print(f"{'where':58s} {'ms':>8s} {'%':>6s} {'calls':>6s} {'GFLOP/s':>8s}")
@@ -216,7 +230,8 @@ def main(argv=None):
         groups[cat.split(" ")[0].rstrip(":")] += t / n
     print("groups: " + ", ".join(f"{g} {t * 1e3:.0f} ms ({t / step:.0%})" for g, t in sorted(groups.items(), key=lambda kv: -kv[1])))
     print(f"sum of rows {sum(timers.excl.values()) / n * 1e3:.0f} ms vs step {step * 1e3:.0f} ms (timer overhead and "
-          f"the loop); overhead floor: forward + backward at B=1, T=8: {floor.excl['fwd+bwd'] * 1e3:.1f} ms")
+          f"the loop); overhead floor: {'forward' if opt is None else 'forward + backward'} at B=1, T=8: "
+          f"{floor.excl['fwd+bwd'] * 1e3:.1f} ms")
     print(f"per step: {faults['minor_faults']:.0f} minor page faults ({faults['minor_faults'] * 4 / 1024:.0f} MB of "
           f"first-touched 4 KB pages), CPU {faults['user_s'] * 1e3:.0f} ms user + {faults['sys_s'] * 1e3:.0f} ms system")
     if args.cprofile:

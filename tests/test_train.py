@@ -70,6 +70,7 @@ def test_log_survives_a_torn_last_line(tmp_path):
     assert read_log(tmp_path) == [{"split": "train", "step": 1, "loss": 2.0}]
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning", "ignore:invalid value encountered:RuntimeWarning")
 def test_nan_loss_stops_with_a_clear_error(tmp_path):
     m = MobileBertForPreTraining(tiny(), seed=0)
     opt = AdamW(m.store, lr=1e30)  # diverges at once

@@ -85,10 +85,13 @@ def mlm_head_forward(h, params, word_embeddings_name, cfg):
     a, c_tr = dense_act_forward(h, params, "cls.predictions.transform", act_code(cfg.hidden_act))
     t, _, mean, rstd = norm_forward(a, None, None, params["cls.predictions.transform.LayerNorm.weight"],
                                     params["cls.predictions.transform.LayerNorm.bias"], cfg.layer_norm_eps, True)
-    logits = t[:, :E] @ params[word_embeddings_name].T  # (N, V), tied rows
+    # The bias first, then both products accumulate onto it (BLAS beta = 1): one pass over the
+    # (N, V) logits fewer than adding the bias afterwards (~4% of a small-size inference pass).
+    logits = np.empty((t.shape[0], params["cls.predictions.bias"].shape[0]), t.dtype)
+    logits[...] = params["cls.predictions.bias"]
+    gemm_accumulate(t[:, :E], params[word_embeddings_name].T, logits)  # += tied rows (E, V)
     if cfg.hidden_size > E:
         gemm_accumulate(t[:, E:], params["cls.predictions.dense.weight"], logits)  # += extra columns (H-E, V)
-    logits += params["cls.predictions.bias"]
     return logits, MLMCache(c_tr, a, t, mean, rstd)
 
 

@@ -34,6 +34,7 @@ _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 # decides to split
 _NS_FORWARD = (0.25, 0.25, 16.0, 1.3, 1.5)
 _NS_BACKWARD = (0.25, 0.25, 16.0, 1.4, 1.0)
+_BIAS_BLOCK = 16  # rows per block of the bias-gradient sum (see _act_backward_rows)
 
 
 def act_code(name: str) -> int:
@@ -151,8 +152,8 @@ def bias_act_forward(h, bias, code):
 
 
 @jit
-def _act_backward_row(dy, z, code, dz, n):
-    """dz[n] = dy[n] * act'(z[n]), one loop per activation."""
+def _act_backward_row(dy, z, code, dz, acc, n):
+    """dz[n] = dy[n] * act'(z[n]), one loop per activation; acc (C,) += dz[n] in the same loop."""
     C = dy.shape[1]
     t = dy.dtype.type
     zero, one, six, ten = t(0), t(1), t(6), t(10)
@@ -160,15 +161,21 @@ def _act_backward_row(dy, z, code, dz, n):
     if code == 0:  # relu
         for c in range(C):
             d = dy[n, c]  # loaded unconditionally: a select, not a branch, so the loop vectorises
-            dz[n, c] = d if z[n, c] > zero else zero
+            g = d if z[n, c] > zero else zero
+            dz[n, c] = g
+            acc[c] += g
     elif code == 1:  # relu6
         for c in range(C):
             v, d = z[n, c], dy[n, c]
-            dz[n, c] = d if (v > zero and v < six) else zero
+            g = d if (v > zero and v < six) else zero
+            dz[n, c] = g
+            acc[c] += g
     elif code == 2:  # gelu (exact): Phi(z) + z phi(z)
         for c in range(C):
             v = z[n, c]
-            dz[n, c] = dy[n, c] * (t(0.5) * math.erfc(-v * c0) + v * exp(t(-0.5) * v * v) * c1)
+            g = dy[n, c] * (t(0.5) * math.erfc(-v * c0) + v * exp(t(-0.5) * v * v) * c1)
+            dz[n, c] = g
+            acc[c] += g
     elif code == 3:  # gelu_new; past |z| = 10 the derivative is 0 or 1 to < 1e-37
         for c in range(C):
             v = min(max(z[n, c], -ten), ten)
@@ -177,28 +184,30 @@ def _act_backward_row(dy, z, code, dz, n):
             s = one / (one + e)
             d = s + t(2) * v * c2 * (one + t(3) * c3 * v * v) * (e * s) * s
             d = one if z[n, c] > ten else (zero if z[n, c] < -ten else d)
-            dz[n, c] = dy[n, c] * d
+            g = dy[n, c] * d
+            dz[n, c] = g
+            acc[c] += g
     else:  # tanh: sech^2 z = 4a / (1 + a)^2, a = exp(-2|z|)
         for c in range(C):
             a = exp(t(-2) * abs(z[n, c]))
-            dz[n, c] = dy[n, c] * (t(4) * a / ((one + a) * (one + a)))
+            g = dy[n, c] * (t(4) * a / ((one + a) * (one + a)))
+            dz[n, c] = g
+            acc[c] += g
 
 
 @jit
 def _act_backward_rows(dy, z, code, dz, partial, start, stop, chunk):
     C = dy.shape[1]
     pbias = partial[chunk]  # float64 (C,)
-    # rows in pairs, dbias = sum_rows(dz) added while the pair is in cache: one load and store
-    # of the float64 sums per two rows
-    for n in range(start, stop - 1, 2):
-        _act_backward_row(dy, z, code, dz, n)
-        _act_backward_row(dy, z, code, dz, n + 1)
+    # dbias = sum_rows(dz): each block of _BIAS_BLOCK rows sums in the arrays' dtype, in the
+    # loop that writes dz (acc stays in L1), and each block's sum is added to the float64 partial
+    acc = np.empty(C, dy.dtype)
+    for b0 in range(start, stop, _BIAS_BLOCK):
+        acc[:] = 0
+        for n in range(b0, min(b0 + _BIAS_BLOCK, stop)):
+            _act_backward_row(dy, z, code, dz, acc, n)
         for c in range(C):
-            pbias[c] += np.float64(dz[n, c]) + np.float64(dz[n + 1, c])
-    if (stop - start) % 2:
-        _act_backward_row(dy, z, code, dz, stop - 1)
-        for c in range(C):
-            pbias[c] += dz[stop - 1, c]
+            pbias[c] += acc[c]
 
 
 @kernel(twin=act_backward_numpy)
