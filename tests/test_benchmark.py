@@ -93,6 +93,19 @@ def test_kernels_compare_numba_with_twins(quick_run):
         assert row["speedup"] > 0 and row["numba"]["median"] > 0 and row["numpy"]["median"] > 0
         assert isinstance(row["used_by_model"], bool)
     assert "norm_forward" in k["used"] and "adamw_update" in k["used"]
+    assert not k["no_recipe"]  # every registered kernel has a recipe
+    blas = [row for row in k["rows"] if not row["numba_kernel"]]
+    assert {row["kernel"] for row in blas} == {"gemm_accumulate"}
+    assert not any(t["target"].startswith("kernel gemm_accumulate") for t in data["targets"])  # no 2x target
+
+
+def test_report_reprints_a_saved_run(quick_run, tmp_path, capsys):
+    res, _ = quick_run
+    path = tmp_path / "saved.json"
+    path.write_text(json.dumps(res))
+    again = benchmark.main(["--report", str(path)])
+    assert again["targets"] == res["targets"]
+    assert capsys.readouterr().out.strip() == format_report(res).strip()
 
 
 def test_report_says_when_torch_is_missing(quick_run):

@@ -10,7 +10,7 @@ import pytest
 
 from tinymobilebert import (BertTokenizer, MobileBertForMaskedLM, MobileBertForPreTraining,
                             MobileBertForSequenceClassification, MobileBertModel)
-from tinymobilebert import checkpoint
+from tinymobilebert import atomic, checkpoint
 from tinymobilebert.config import bert_tiny, ib_bert_tiny, tiny
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
@@ -147,7 +147,7 @@ def test_tokenizer_travels_with_the_model(tmp_path):
 def test_saved_files_have_normal_permissions(tmp_path):
     MobileBertModel(tiny()).save_pretrained(tmp_path)
     mode = stat.S_IMODE(os.stat(tmp_path / "model.safetensors").st_mode)
-    assert mode == 0o666 & ~checkpoint._umask()
+    assert mode == 0o666 & ~atomic._umask()
 
 
 def test_a_failed_save_leaves_the_old_files_intact(tmp_path, monkeypatch):

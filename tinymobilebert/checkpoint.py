@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .atomic import atomic_write
 from .config import MobileBertConfig
 
 CONFIG_NAME = "config.json"
@@ -55,32 +55,6 @@ class CheckpointReport:
 
 
 # ------------------------------------------------------------------------------------ files
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: str, write) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path``; the temp file is removed on failure.
-
-    The file gets the permissions a plain ``open(path, "w")`` would give it (mkstemp's are 0600).
-    """
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def write_json(path: str, obj) -> None:
     def write(tmp):
         with open(tmp, "w") as f:

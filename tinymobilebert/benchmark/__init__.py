@@ -1,6 +1,7 @@
 """The benchmark harness: tinymobilebert against its NumPy twins and transformers' PyTorch model.
 
     python benchmarks/bench.py [--sizes tiny,small,paper] [--json out.json] [--repeats N] [--quick]
+    python benchmarks/bench.py --report out.json        # re-print a saved run's table
 
 Dimensions: B batch, T tokens, N = B*T rows, H hidden width, I block width, M FFN width,
 E embedding width, A heads, V vocabulary.
@@ -29,9 +30,10 @@ import argparse
 import json
 import sys
 
+from ..atomic import write_text_atomic
 from .measure import DEFAULT_SIZES, IMPLS, SIZES
 from .report import format_report
-from .run import run_benchmark
+from .run import ratios, run_benchmark
 from .workers import worker_entry  # noqa: F401  (worker_entry: the subprocess entry point)
 
 
@@ -55,7 +57,16 @@ def main(argv=None) -> dict:
                                                           "samples (steadier on a shared machine)")
     ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
                     help="before each measurement wait up to S seconds for CPU pressure < 10%% (shared machines)")
+    ap.add_argument("--report", default=None, metavar="JSON",
+                    help="measure nothing: print the table of a run saved with --json (ratios and targets "
+                         "recomputed by this version)")
     args = ap.parse_args(argv)
+    if args.report:
+        with open(args.report) as f:
+            res = json.load(f)
+        res["ratios"], res["targets"] = ratios(res)
+        print(format_report(res))
+        return res
     sizes = tuple(args.sizes.split(",")) if args.sizes else (("tiny",) if args.quick else DEFAULT_SIZES)
     impls = tuple(args.impls.split(","))
     for name, given, known in (("size", sizes, SIZES), ("implementation", impls, IMPLS)):
@@ -66,8 +77,7 @@ def main(argv=None) -> dict:
                         args.wait_quiet, args.rounds, log=lambda s: print(s, file=sys.stderr, flush=True))
     print(format_report(res))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=1)
+        write_text_atomic(args.json, json.dumps(res, indent=1) + "\n")
     return res
 
 

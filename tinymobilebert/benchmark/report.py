@@ -90,10 +90,16 @@ def format_report(res) -> str:
             add(f"Kernels: {ker['error']}")
         else:
             add(f"Kernels at the shapes of '{ker['size']}': median ms, Numba vs its NumPy twin "
-                "(* = not called by this model's training step or inference)")
+                "(* = not called by this model's training step or inference; BLAS = not a Numba kernel, "
+                "no 2x target)")
             add(f"{'kernel':28s} {'pass':6s} {'shape':40s} {'numba':>9s} {'twin':>9s} {'speedup':>9s}")
             for row in ker["rows"]:
-                mark = _mark(row["speedup"] >= TARGET_KERNEL_SPEEDUP) if row["used_by_model"] else "  *"
+                if not row.get("numba_kernel", True):
+                    mark = "  BLAS"
+                elif row["used_by_model"]:
+                    mark = _mark(row["speedup"] >= TARGET_KERNEL_SPEEDUP)
+                else:
+                    mark = "  *"
                 add(f"{row['kernel']:28s} {row['pass']:6s} {row['shape']:40s} {row['numba']['median'] * 1e3:9.3f} "
                     f"{row['numpy']['median'] * 1e3:9.3f} {row['speedup']:8.1f}x{mark}")
             if ker["no_recipe"]:

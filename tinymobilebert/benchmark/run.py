@@ -205,7 +205,7 @@ def ratios(res):
             target("paper train peak RSS <= PyTorch's", out[size]["train"]["peak_rss_vs_torch"], 1.0)
             target("paper train peak-over-model RSS <= PyTorch's", out[size]["train"]["peak_over_model_vs_torch"], 1.0)
     for row in res.get("kernels", {}).get("rows", []):
-        if row["used_by_model"]:
+        if row["used_by_model"] and row.get("numba_kernel", True):
             target(f"kernel {row['kernel']} [{row['shape']}] >= 2x twin", row["speedup"], TARGET_KERNEL_SPEEDUP,
                    at_most=False)
     warm = res.get("jit", {}).get("warm", {})

@@ -25,11 +25,11 @@ import json
 import os
 import sys
 import sysconfig
-import tempfile
 import warnings
 import zlib
 from pathlib import Path
 
+from ..atomic import atomic_write
 from .corpus import Document, document_from_paragraphs
 from .docstrings import clean_docstring
 
@@ -156,16 +156,15 @@ def _read_cache(path, key):
 
 def _write_cache(path, key, docs):
     """Write the cache atomically: readers see the old file or the whole new one, never half."""
-    temporary = None
+
+    def write(tmp):
+        with gzip.open(tmp, "wt", encoding="utf-8") as f:
+            json.dump({"key": key, "documents": [doc.to_dict() for doc in docs]}, f)
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        with os.fdopen(fd, "wb") as raw, gzip.open(raw, "wt", encoding="utf-8") as f:
-            json.dump({"key": key, "documents": [doc.to_dict() for doc in docs]}, f)
-        os.replace(temporary, path)
+        atomic_write(path, write)
     except OSError as error:
-        if temporary is not None and os.path.exists(temporary):
-            os.unlink(temporary)
         warnings.warn(f"could not cache the built-in corpus at {path}: {error}", stacklevel=3)
 
 

@@ -8,7 +8,8 @@ then renames over the target, so a crash never leaves a half-written vocabulary 
 
 import json
 import os
-import tempfile
+
+from ..atomic import write_text_atomic
 
 VOCAB_NAME = "vocab.txt"
 CONFIG_NAME = "tokenizer_config.json"
@@ -53,21 +54,6 @@ def read_config(folder):
         return json.load(f)
 
 
-def write_atomically(path, text):
-    """Write ``text`` (UTF-8) to ``path`` through a temporary file in the same folder."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix="-" + os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes the file private (0600); a vocab is for everyone
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def write_folder(folder, tokens, config):
     """Write ``tokens`` as ``folder/vocab.txt`` and ``config`` as its tokenizer_config.json.
 
@@ -83,6 +69,6 @@ def write_folder(folder, tokens, config):
         raise ValueError(f"tokens with ids {bad[:5]} contain a line break and cannot be written to {VOCAB_NAME}")
     vocab_path = os.path.join(folder, VOCAB_NAME)
     config_path = os.path.join(folder, CONFIG_NAME)
-    write_atomically(vocab_path, "".join(token + "\n" for token in tokens))
-    write_atomically(config_path, json.dumps(config, indent=2, ensure_ascii=False, sort_keys=True) + "\n")
+    write_text_atomic(vocab_path, "".join(token + "\n" for token in tokens))
+    write_text_atomic(config_path, json.dumps(config, indent=2, ensure_ascii=False, sort_keys=True) + "\n")
     return vocab_path, config_path

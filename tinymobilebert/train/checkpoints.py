@@ -22,7 +22,8 @@ import shutil
 
 import numpy as np
 
-from ..checkpoint import atomic_write, write_json, write_safetensors
+from ..atomic import atomic_write
+from ..checkpoint import write_json, write_safetensors
 
 LATEST = "latest"
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from ..checkpoint import atomic_write
+from ..atomic import atomic_write
 from .checkpoints import latest_checkpoint, load_training_checkpoint, save_training_checkpoint
 
 LOG_NAME = "log.jsonl"
