@@ -28,6 +28,7 @@ from ._jit import jit, kernel, model_work, partial_rows, run_rows
 
 # single-threaded ns per element (benchmarks/kernels_micro.py), how run_rows decides to split
 _NS_FORWARD = {False: 0.3, True: 0.45}  # by layer_norm
+_SUM_BLOCK = 16  # rows per block of NoNorm's dgamma/dbeta sums (see _norm_backward_rows)
 _NS_BACKWARD = {False: 0.4, True: 0.75}
 
 # ------------------------------------------------------------------------------ NumPy twins
@@ -134,20 +135,23 @@ def _norm_backward_rows(dy, z, gamma, mean, rstd, layer_norm, dz, partial, start
     C = dy.shape[1]
     inv_c = z.dtype.type(1.0 / C)
     pgamma, pbeta, pbias = partial[chunk, 0], partial[chunk, 1], partial[chunk, 2]  # float64 (C,) each
-    if not layer_norm:  # rows in pairs: one load and store of the float64 sums per two rows
-        for n in range(start, stop - 1, 2):
+    if not layer_norm:
+        # dgamma and dbeta sum each block of _SUM_BLOCK rows in the arrays' dtype, in the loop
+        # that writes dz (the block sums stay in L1); each block's sum goes into the float64 partials
+        sg = np.empty(C, dy.dtype)
+        sb = np.empty(C, dy.dtype)
+        for b0 in range(start, stop, _SUM_BLOCK):
+            sg[:] = 0
+            sb[:] = 0
+            for n in range(b0, min(b0 + _SUM_BLOCK, stop)):
+                for c in range(C):
+                    d = dy[n, c]
+                    dz[n, c] = d * gamma[c]
+                    sg[c] += d * z[n, c]
+                    sb[c] += d
             for c in range(C):
-                d0, d1 = dy[n, c], dy[n + 1, c]
-                dz[n, c] = d0 * gamma[c]
-                dz[n + 1, c] = d1 * gamma[c]
-                pgamma[c] += np.float64(d0 * z[n, c]) + np.float64(d1 * z[n + 1, c])
-                pbeta[c] += np.float64(d0) + np.float64(d1)
-        if (stop - start) % 2:
-            n = stop - 1
-            for c in range(C):
-                dz[n, c] = dy[n, c] * gamma[c]
-                pgamma[c] += dy[n, c] * z[n, c]
-                pbeta[c] += dy[n, c]
+                pgamma[c] += sg[c]
+                pbeta[c] += sb[c]
         for c in range(C):  # sum_rows(dy * gamma) = gamma * sum_rows(dy)
             pbias[c] = pbeta[c] * gamma[c]
         return
