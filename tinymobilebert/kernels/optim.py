@@ -122,11 +122,17 @@ def adamw_update_numpy(param, grad, exp_avg, exp_avg_sq, seg_start, seg_stop, se
             exp_avg[a:b] = 0
             exp_avg_sq[a:b] = 0
             continue
-        g = grad[a:b] * gs
-        m = b1 * exp_avg[a:b] + omb1 * g
-        v = b2 * exp_avg_sq[a:b] + omb2 * (g * g)
-        exp_avg[a:b], exp_avg_sq[a:b] = m, v
+        m, v = _adam_moments_numpy(grad[a:b] * gs, exp_avg[a:b], exp_avg_sq[a:b], b1, b2, omb1, omb2)
         param[a:b] = param[a:b] * decay_s[s] - step_s[s] * (m / (np.sqrt(v) / bc2s + e))
+
+
+def _adam_moments_numpy(g, exp_avg, exp_avg_sq, b1, b2, omb1, omb2):
+    """Adam's moments in place on one segment's views: m = b1 m + (1 - b1) g,
+    v = b2 v + (1 - b2) g^2 (omb1 = 1 - b1, omb2 = 1 - b2, as the kernels get them). Returns (m, v)."""
+    m = b1 * exp_avg + omb1 * g
+    v = b2 * exp_avg_sq + omb2 * (g * g)
+    exp_avg[...], exp_avg_sq[...] = m, v
+    return m, v
 
 
 def lamb_moments_numpy(param, grad, exp_avg, exp_avg_sq, update, seg_start, seg_stop,
@@ -163,10 +169,7 @@ def lamb_moments_numpy(param, grad, exp_avg, exp_avg_sq, update, seg_start, seg_
             exp_avg_sq[a:b] = 0
             update[a:b] = 0
             continue
-        g = grad[a:b] * gs
-        m = b1 * exp_avg[a:b] + omb1 * g
-        v = b2 * exp_avg_sq[a:b] + omb2 * (g * g)
-        exp_avg[a:b], exp_avg_sq[a:b] = m, v
+        m, v = _adam_moments_numpy(grad[a:b] * gs, exp_avg[a:b], exp_avg_sq[a:b], b1, b2, omb1, omb2)
         r = (m * c1) / (np.sqrt(v * c2) + e) + wd_s[s] * param[a:b]
         update[a:b] = r
         r64 = r.astype(np.float64)
