@@ -163,7 +163,8 @@ def gradcheck(model, inputs: dict, grad_outputs=None, include_loss=True, *, name
     """Check ``model.backward`` against finite differences of ``model.forward(**inputs)``.
 
     The model must be float64. Every parameter tensor is checked (``names`` to restrict),
-    ``max_entries`` sampled entries each. Returns a ``GradcheckReport``; ``report.ok()`` is True
+    ``max_entries`` sampled entries each, and the head mask when ``inputs`` has one (give it as
+    a float64 (L, A) array: it is perturbed in place). Returns a ``GradcheckReport``; ``report.ok()`` is True
     when every tensor's relative error is at most ``tol``.
     """
     if model.dtype != np.float64:
@@ -178,7 +179,10 @@ def gradcheck(model, inputs: dict, grad_outputs=None, include_loss=True, *, name
     run(True)
     analytic = {k: v.copy() for k, v in model.backward(grad_outputs, include_loss=include_loss).items()}
     model.zero_grad()
-    return check_arrays(lambda: objective(run(False), grad_outputs, include_loss), model.params, analytic,
+    arrays = dict(model.params)
+    if "head_mask" in analytic:  # checked like a parameter: forward reads the float64 array in place
+        arrays["head_mask"] = inputs["head_mask"]
+    return check_arrays(lambda: objective(run(False), grad_outputs, include_loss), arrays, analytic,
                         names=names, max_entries=max_entries, h=h, rng=np.random.default_rng(seed), tol=tol)
 
 

@@ -14,6 +14,11 @@ bottleneck), A heads, F stacked FFNs, M FFN width (intermediate_size).
 Without a bottleneck R = X, Q = K = V = X and the block ends at Y (standard post-LN BERT, with
 dropout before each residual add). With one, the attention output and the FFN outputs have no
 dropout, as in transformers and the original code.
+
+What a layer sees is chosen by its caller (``model.plan``), never by copying this code: a
+sub-network (DynaBERT) hands it parameter views sliced to the kept heads and neurons, and token
+dropping's split layer hands it ``q_rows``, the rows whose queries run; every tensor after the
+attention then has those Nq rows, keys and values keep all N, and the output residual is X[q_rows].
 """
 
 from __future__ import annotations
@@ -22,14 +27,14 @@ from typing import NamedTuple
 
 from ..kernels.activations import act_code
 from .attention import AttentionCache, attention_backward, attention_forward
-from .bottleneck import (BottleneckInputCache, bottleneck_input_backward, bottleneck_input_forward,
-                         bottleneck_output_backward, bottleneck_output_forward)
+from .bottleneck import (BottleneckInputCache, add_rows, bottleneck_input_backward, bottleneck_input_forward,
+                         bottleneck_output_backward, bottleneck_output_forward, rows_of)
 from .sublayers import (DenseActCache, DenseNormCache, dense_act_backward, dense_act_forward,
                         dense_norm_backward, dense_norm_forward)
 
 
 class LayerCache(NamedTuple):
-    bottleneck: BottleneckInputCache | None
+    bottleneck: BottleneckInputCache
     attention: AttentionCache
     attention_output: DenseNormCache
     ffns: list  # [(DenseActCache, DenseNormCache)] for the stacked FFNs
@@ -38,24 +43,25 @@ class LayerCache(NamedTuple):
     output_bottleneck: DenseNormCache | None
 
 
-def layer_forward(X, key_mask, params, prefix, cfg, B, T, rng=None, keep_scores=False):
-    """One block. X (N, H) -> (X' (N, H), attentions (B, A, T, T), scores or None, cache).
+def layer_forward(X, key_mask, params, prefix, cfg, B, T, rng=None, keep_scores=False, *, q_rows=None,
+                  head_scale=None):
+    """One block. X (N, H) -> (X' (Nq, H), attentions (B, A, Tq, T), scores or None, cache).
 
     ``prefix`` is e.g. "mobilebert.encoder.layer.3"; ``rng`` None means eval (no dropout).
+    ``q_rows`` (Nq,) = (B*Tq,) rows whose queries run (None: all, Nq = N); ``head_scale`` (A,)
+    multiplies each head's attention probabilities (a row of transformers' ``head_mask``). The
+    head count is read from the query weight's rows, so sliced parameters run fewer heads.
     """
     ln = cfg.normalization_type == "layer_norm"
     eps = cfg.layer_norm_eps
     code = act_code(cfg.hidden_act)
     hidden_drop = cfg.hidden_dropout_prob
-    c_bott = None
-    if cfg.use_bottleneck:
-        (q_in, k_in, v_in, R), c_bott = bottleneck_input_forward(X, params, prefix, cfg, ln)
-    else:
-        q_in = k_in = v_in = R = X
+    heads = params[prefix + ".attention.self.query.weight"].shape[0] // cfg.attention_head_size
+    (q_in, k_in, v_in, R), c_bott = bottleneck_input_forward(X, params, prefix, cfg, ln, q_rows)
     C, probs, scores, c_att = attention_forward(
-        q_in, k_in, v_in, key_mask, params, prefix + ".attention.self", B, T, cfg.num_attention_heads,
+        q_in, k_in, v_in, key_mask, params, prefix + ".attention.self", B, T, heads,
         masked_score=cfg.masked_attention_score, p_drop=cfg.attention_probs_dropout_prob, rng=rng,
-        keep_scores=keep_scores)
+        keep_scores=keep_scores, head_scale=head_scale)
     A, c_ao = dense_norm_forward(C, R, params, prefix + ".attention.output", ln, eps,
                                  0.0 if cfg.use_bottleneck else hidden_drop, rng)
     c_ffns = []
@@ -68,12 +74,13 @@ def layer_forward(X, key_mask, params, prefix, cfg, B, T, rng=None, keep_scores=
                                   0.0 if cfg.use_bottleneck else hidden_drop, rng)
     c_ob = None
     if cfg.use_bottleneck:
-        Y, c_ob = bottleneck_output_forward(Y, X, params, prefix, cfg, ln, rng)
+        Y, c_ob = bottleneck_output_forward(Y, rows_of(X, q_rows), params, prefix, cfg, ln, rng)
     return Y, probs, scores, LayerCache(c_bott, c_att, c_ao, c_ffns, c_int, c_out, c_ob)
 
 
-def layer_backward(dout, cache: LayerCache, params, grads, d_probs=None, d_scores=None):
-    """Returns dX (N, H); accumulates every parameter gradient of the block."""
+def layer_backward(dout, cache: LayerCache, params, grads, d_probs=None, d_scores=None, d_head_scale=None):
+    """Returns dX (N, H) from dout (Nq, H); accumulates every parameter gradient of the block, and
+    the head scale's into ``d_head_scale`` (A,) when given."""
     dX_res = None
     if cache.output_bottleneck is not None:
         dout, dX_res = bottleneck_output_backward(dout, cache.output_bottleneck, params, grads)
@@ -84,12 +91,8 @@ def layer_backward(dout, cache: LayerCache, params, grads, d_probs=None, d_score
         dZj, dA = dense_norm_backward(dA, c_down, params, grads)
         dA += dense_act_backward(dZj, c_up, params, grads)
     dC, dR = dense_norm_backward(dA, cache.attention_output, params, grads)
-    dq, dk, dv = attention_backward(dC, cache.attention, params, grads, d_probs, d_scores)
-    if cache.bottleneck is not None:
-        dX = bottleneck_input_backward(dq, dk, dv, dR, cache.bottleneck, params, grads)
-        dX += dX_res
-        return dX
-    dR += dq
-    dR += dk
-    dR += dv
-    return dR
+    dq, dk, dv = attention_backward(dC, cache.attention, params, grads, d_probs, d_scores, d_head_scale)
+    dX = bottleneck_input_backward(dq, dk, dv, dR, cache.bottleneck, params, grads)
+    if dX_res is not None:
+        add_rows(dX, dX_res, cache.bottleneck.q_rows)
+    return dX

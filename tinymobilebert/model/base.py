@@ -1,6 +1,7 @@
 """What every model class shares: parameters, state dicts, modes, input checks, and the encoder.
 
-Dimensions: B batch, T tokens, N = B*T, H hidden width, A heads, L layers.
+Dimensions: B batch, T tokens, N = B*T, k kept tokens (token dropping), H hidden width, A heads,
+L layers.
 
 A model is a config plus a flat dict of parameters keyed by transformers' names (``self.params``,
 views into ``self.store``). ``forward`` runs the blocks in order and keeps their caches;
@@ -8,6 +9,10 @@ views into ``self.store``). ``forward`` runs the blocks in order and keeps their
 between steps, as in PyTorch), and frees the caches. Gradients can also be sent in on the
 outputs themselves (hidden states, attentions, scores, logits), which is how distillation
 losses that read those outputs reach the parameters.
+
+The encoder runs a plan (``model.plan``): the full model, a DynaBERT sub-network (``width_mult``,
+``depth_mult``), token dropping (``keep_positions``), each with an optional ``head_mask``, all
+through the same loop, forward and backward.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from ..blocks.heads import pooler_backward, pooler_forward
 from ..blocks.layer import layer_backward, layer_forward
 from ..config import MobileBertConfig
 from ..params import ParameterStore
+from .plan import check_keep_positions, encoder_plan, slice_layer
 from .shapes import encoder_shapes, initialize
 
 # Keys a transformers state dict may hold that are not parameters here.
@@ -46,10 +52,15 @@ class _EncoderState:
     B: int
     T: int
     embeddings: Any
-    layers: list
+    layers: list  # one LayerCache per run of the plan
     pooler: Any
     outputs: set  # which outputs the forward pass produced (gradients may arrive on these)
     heads: Any = None  # the head classes' caches
+    plan: Any = None  # the EncoderPlan that ran
+    kept_rows: Any = None  # (B*k,) flat rows kept by token dropping, or None
+    hidden_shapes: list = field(default_factory=list)  # shape of each hidden state (embeddings first)
+    attention_shapes: list = field(default_factory=list)  # shape of each run's attentions
+    head_mask: Any = None  # (L, A) as given, or None
 
 
 class MobileBertPreTrainedModel:
@@ -84,6 +95,7 @@ class MobileBertPreTrainedModel:
         self.dropout_rng = np.random.default_rng(rng.integers(2**63))
         self.training = True  # as a freshly built torch module
         self._state = None
+        self._slices = {}  # (layer, heads, neurons) -> sliced (params, grads) views, see _run_tensors
         self.tokenizer = None  # saved with the model (vocab.txt) when set
         self.load_report = None  # set by from_pretrained
 
@@ -221,9 +233,45 @@ class MobileBertPreTrainedModel:
         return ids, tt, mask
 
     # ------------------------------------------------------------------------- encoder
+    def _check_head_mask(self, head_mask):
+        """transformers' ``head_mask``: (L, A) or (A,) (every layer alike) -> (L, A) in our dtype."""
+        if head_mask is None:
+            return None
+        L, A = self.config.num_hidden_layers, self.config.num_attention_heads
+        hm = np.asarray(head_mask)
+        if hm.dtype.kind not in "biuf":
+            raise TypeError(f"head_mask must hold numbers, got dtype {hm.dtype}")
+        if hm.shape == (A,):
+            hm = np.broadcast_to(hm, (L, A))
+        if hm.shape != (L, A):
+            raise ValueError(f"head_mask must have shape (num_hidden_layers, num_attention_heads) = {(L, A)} "
+                             f"or ({A},), got {hm.shape}")
+        return np.asarray(hm, dtype=self.dtype)
+
+    def _run_tensors(self, run):
+        """(params, grads) the run reads: the whole dicts, or views sliced to its heads and neurons."""
+        cfg = self.config
+        if run.heads == cfg.num_attention_heads and run.neurons == cfg.intermediate_size:
+            return self.params, self.grads
+        key = (run.layer, run.heads, run.neurons)
+        cached = self._slices.get(key)
+        if cached is None:
+            prefix = f"{self.base_prefix}encoder.layer.{run.layer}"
+            names = {n: self.params[n] for n in self._layer_names(run.layer)}
+            grads = {n: self.grads[n] for n in names}
+            cached = (slice_layer(names, prefix, cfg, run.heads, run.neurons),
+                      slice_layer(grads, prefix, cfg, run.heads, run.neurons))
+            self._slices[key] = cached
+        return cached
+
+    def _layer_names(self, i):
+        p = f"{self.base_prefix}encoder.layer.{i}."
+        return [n for n in self.params if n.startswith(p)]
+
     def _encoder_forward(self, input_ids, token_type_ids, attention_mask, output_hidden_states,
-                         output_attentions, output_attention_scores, keep_cache=True):
-        """Embeddings, layers, pooler. Returns (fields for the output, state for backward).
+                         output_attentions, output_attention_scores, keep_cache=True, *, head_mask=None,
+                         width_mult=1.0, depth_mult=1.0, keep_positions=None, split_layer=None):
+        """Embeddings, the plan's layer runs, pooler. Returns (fields for the output, state for backward).
 
         Without ``keep_cache`` nothing is kept that the outputs do not need, so each layer's
         activations are freed as soon as the next layer has run (inference memory).
@@ -231,13 +279,30 @@ class MobileBertPreTrainedModel:
         cfg, P, pre = self.config, self.params, self.base_prefix
         ids, tt, mask = self._check_ids(input_ids, token_type_ids, attention_mask)
         B, T = ids.shape
+        plan = encoder_plan(cfg, width_mult, depth_mult, keep_positions is not None, split_layer)
+        hm = self._check_head_mask(head_mask)
         rng = self.dropout_rng if self.training else None
         X, c_emb = embeddings_forward(ids, tt, mask, P, pre, cfg, rng)  # (N, H)
         key_mask = None if mask is None or mask.all() else mask.astype(self.dtype)
-        hidden, attns, scores, caches = [X], [], [], []
-        for i in range(cfg.num_hidden_layers):
-            X, probs, s, c = layer_forward(X, key_mask, P, f"{pre}encoder.layer.{i}", cfg, B, T, rng,
-                                           output_attention_scores)
+        kept_rows = kept_mask = None
+        if keep_positions is not None:
+            kept = check_keep_positions(keep_positions, B, T)  # (B, k), ascending
+            kept_rows = (np.arange(B)[:, None] * T + kept).reshape(-1)  # (B*k,)
+            if key_mask is not None:
+                kept_mask = np.take_along_axis(key_mask, kept, axis=1)  # (B, k)
+                kept_mask = None if kept_mask.all() else kept_mask
+        hidden, attns, scores, caches, split_input = [X], [], [], [], None
+        for run in plan.runs:
+            if run.rows == "all" and X.shape[0] != B * T:  # merge: kept rows back among the dropped ones
+                X = _merge_rows(split_input, X, kept_rows)
+            if run.rows == "split":
+                split_input = X  # (N, H): the dropped rows keep this state
+            params, _ = self._run_tensors(run)
+            hs = None if hm is None else hm[run.layer, :run.heads]
+            X, probs, s, c = layer_forward(
+                X, kept_mask if run.rows == "kept" else key_mask, params, f"{pre}encoder.layer.{run.layer}", cfg, B,
+                X.shape[0] // B, rng, output_attention_scores, q_rows=kept_rows if run.rows == "split" else None,
+                head_scale=hs)  # X (B*T or B*k, H)
             if keep_cache or output_hidden_states:
                 hidden.append(X)
             if keep_cache or output_attentions:
@@ -246,34 +311,55 @@ class MobileBertPreTrainedModel:
             if keep_cache:
                 caches.append(c)
             del c, probs
+        if X.shape[0] != B * T:  # a plan ending on kept rows (not one token dropping builds)
+            X = _merge_rows(split_input, X, kept_rows)
         last = X.reshape(B, T, -1)  # (B, T, H)
         pooled, c_pool = pooler_forward(last, P, pre, cfg, mask) if self.add_pooling_layer else (None, None)
         fields = {"last_hidden_state": last, "pooler_output": pooled}
         if output_hidden_states:
-            fields["hidden_states"] = tuple(h.reshape(B, T, -1) for h in hidden)
+            fields["hidden_states"] = tuple(h.reshape(B, -1, h.shape[1]) for h in hidden)
         if output_attentions:
             fields["attentions"] = tuple(attns)
         if output_attention_scores:
             fields["attention_scores"] = tuple(scores)
         state = _EncoderState(B, T, c_emb if keep_cache else None, caches, c_pool,
-                              {k for k, v in fields.items() if v is not None})
+                              {k for k, v in fields.items() if v is not None}, plan=plan, kept_rows=kept_rows,
+                              head_mask=hm)
+        if keep_cache:
+            state.hidden_shapes = [(B, h.shape[0] // B, h.shape[1]) for h in hidden]
+            state.attention_shapes = [c.attention.probs.shape for c in caches]
         return fields, state
 
     def _encoder_backward(self, state: _EncoderState, d_last, d_pooled, d_hidden, d_attn, d_scores):
-        """Backward through pooler, layers and embeddings. d_last (N, H) or None, d_pooled (B, H)
-        or None, d_hidden / d_attn / d_scores lists (entries None) of per-layer gradients."""
-        cfg, P, G = self.config, self.params, self.grads
-        B, T, L = state.B, state.T, cfg.num_hidden_layers
+        """Backward through pooler, the plan's runs (in reverse) and embeddings. d_last (N, H) or
+        None, d_pooled (B, H) or None, d_hidden / d_attn / d_scores lists (entries None) of
+        gradients on each hidden state (rows as in the forward pass) and each run's attentions.
+        Returns the head mask's gradient (L, A) when the forward pass had a head mask, else None."""
+        cfg, P = self.config, self.params
+        B, T, runs = state.B, state.T, state.plan.runs
         dh = np.zeros((B * T, cfg.hidden_size), self.dtype) if d_last is None else d_last
-        if d_hidden[L] is not None:
-            dh = dh + d_hidden[L]
         if d_pooled is not None and state.pooler is not None:
-            dh = dh + pooler_backward(d_pooled, state.pooler, P, G).reshape(B * T, -1)
-        for i in reversed(range(L)):
-            dh = layer_backward(dh, state.layers[i], P, G, d_attn[i], d_scores[i])
-            if d_hidden[i] is not None:
-                dh = dh + d_hidden[i]
-        embeddings_backward(dh, state.embeddings, P, G, cfg)
+            dh = dh + pooler_backward(d_pooled, state.pooler, P, self.grads).reshape(B * T, -1)
+        d_split = None  # the gradient of the split run's input through the rows it dropped
+        if runs[-1].rows != "all":  # the forward pass merged after its last run
+            dh, d_split = _unmerge_rows(dh, state.kept_rows)
+        if d_hidden[len(runs)] is not None:
+            dh = dh + d_hidden[len(runs)]
+        d_head_mask = None if state.head_mask is None else np.zeros(state.head_mask.shape, self.dtype)
+        for r in reversed(range(len(runs))):
+            run = runs[r]
+            params, grads = self._run_tensors(run)
+            dhs = None if d_head_mask is None else d_head_mask[run.layer, :run.heads]
+            dh = layer_backward(dh, state.layers[r], params, grads, d_attn[r], d_scores[r], dhs)
+            if run.rows == "split":
+                dh += d_split  # the dropped rows' gradient, from the merge
+                d_split = None
+            if run.rows == "all" and r > 0 and runs[r - 1].rows != "all":  # this run's input was a merge
+                dh, d_split = _unmerge_rows(dh, state.kept_rows)
+            if d_hidden[r] is not None:
+                dh = dh + d_hidden[r]
+        embeddings_backward(dh, state.embeddings, P, self.grads, cfg)
+        return d_head_mask
 
     # ------------------------------------------------------------------------- backward API
     def _grad_output(self, grad_outputs, key, shape):
@@ -289,7 +375,10 @@ class MobileBertPreTrainedModel:
             raise ValueError(f"backward: grad_outputs[{key!r}] must have shape {tuple(shape)}, got {g.shape}")
         return g
 
-    def _grad_output_list(self, grad_outputs, key, n, shape):
+    def _grad_output_list(self, grad_outputs, key, shapes):
+        """Per-tensor gradients for a tuple output (hidden states, attentions): one entry per
+        tensor, each of the shape that tensor had (``shapes``), None where there is none."""
+        n = len(shapes)
         gs = grad_outputs.get(key)
         if gs is None:
             return [None] * n
@@ -300,7 +389,7 @@ class MobileBertPreTrainedModel:
             raise ValueError(f"backward: grad_outputs[{key!r}] must have {n} entries (None where no gradient), "
                              f"got {len(gs)}")
         out = []
-        for i, g in enumerate(gs):
+        for i, (g, shape) in enumerate(zip(gs, shapes)):
             if g is None:
                 out.append(None)
                 continue
@@ -323,7 +412,7 @@ class MobileBertPreTrainedModel:
     def _backward_encoder_outputs(self, grad_outputs, d_last, d_pooled):
         """Add the user's gradients on encoder outputs, then run the encoder backward."""
         st, cfg = self._state, self.config
-        B, T, H, A, L = st.B, st.T, cfg.hidden_size, cfg.num_attention_heads, cfg.num_hidden_layers
+        B, T, H = st.B, st.T, cfg.hidden_size
         g_last = self._grad_output(grad_outputs, "last_hidden_state", (B, T, H))
         if g_last is not None:
             g_last = g_last.reshape(B * T, H)
@@ -331,12 +420,29 @@ class MobileBertPreTrainedModel:
         g_pool = self._grad_output(grad_outputs, "pooler_output", (B, H))
         if g_pool is not None:
             d_pooled = g_pool if d_pooled is None else d_pooled + g_pool
-        d_hidden = [None if g is None else g.reshape(B * T, H)
-                    for g in self._grad_output_list(grad_outputs, "hidden_states", L + 1, (B, T, H))]
-        d_attn = self._grad_output_list(grad_outputs, "attentions", L, (B, A, T, T))
-        d_scores = self._grad_output_list(grad_outputs, "attention_scores", L, (B, A, T, T))
-        self._encoder_backward(st, d_last, d_pooled, d_hidden, d_attn, d_scores)
+        d_hidden = [None if g is None else g.reshape(-1, H)
+                    for g in self._grad_output_list(grad_outputs, "hidden_states", st.hidden_shapes)]
+        d_attn = self._grad_output_list(grad_outputs, "attentions", st.attention_shapes)
+        d_scores = self._grad_output_list(grad_outputs, "attention_scores", st.attention_shapes)
+        d_head_mask = self._encoder_backward(st, d_last, d_pooled, d_hidden, d_attn, d_scores)
         self._state = None
-        return self.grads
+        if d_head_mask is None:
+            return self.grads
+        return {**self.grads, "head_mask": d_head_mask}
 
     ENCODER_GRAD_KEYS = ("last_hidden_state", "pooler_output", "hidden_states", "attentions", "attention_scores")
+
+
+def _merge_rows(full, kept, kept_rows):
+    """Token dropping's merge: ``full`` (N, H) with the rows ``kept_rows`` replaced by ``kept`` (B*k, H)."""
+    merged = full.copy()
+    merged[kept_rows] = kept
+    return merged
+
+
+def _unmerge_rows(d_merged, kept_rows):
+    """Backward of ``_merge_rows``: (d kept (B*k, H), d full (N, H), zero at the kept rows)."""
+    d_kept = d_merged[kept_rows]
+    d_full = d_merged.copy()
+    d_full[kept_rows] = 0
+    return d_kept, d_full

@@ -11,6 +11,22 @@ gradients). ``grad_outputs`` adds gradients on outputs: with both, the gradient 
 Keys: "last_hidden_state", "pooler_output", "hidden_states", "attentions", "attention_scores"
 (per-layer lists, None where no gradient), plus the head's logits ("prediction_logits",
 "seq_relationship_logits" or "logits"). Pass ``include_loss=False`` to leave out the loss.
+
+Every ``forward`` also takes the encoder-plan options (``model.plan``), each differentiated by
+``backward`` exactly as it ran:
+
+    head_mask       (L, A) or (A,): multiplies each head's attention probabilities (transformers'
+                    semantics); its gradient is returned by ``backward`` under "head_mask"
+    width_mult      DynaBERT width in (0, 1]: the first max(1, round(A w)) heads of every layer
+                    and the same fraction of every FFN's neurons run
+    depth_mult      DynaBERT depth in (0, 1]: the layers floor(i / d), i < round(L d), run;
+                    hidden_states, attentions and scores then have one entry per layer run
+    keep_positions  (B, k) token positions kept by token dropping (any order; run in
+                    ascending order); None runs every token everywhere
+    split_layer     token dropping's split layer (default L/2 - 1), counted in layers run
+
+With token dropping, hidden states and attentions of the layers after the split have the kept
+tokens only: (B, k, H) and (B, A, k, T) at the split, (B, A, k, k) after it.
 """
 
 from __future__ import annotations
@@ -36,9 +52,12 @@ class MobileBertModel(MobileBertPreTrainedModel):
     is_bare_encoder = True
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, output_hidden_states=False,
-                output_attentions=False, output_attention_scores=False, keep_cache=True):
+                output_attentions=False, output_attention_scores=False, keep_cache=True,
+                head_mask=None, width_mult=1.0, depth_mult=1.0, keep_positions=None, split_layer=None):
         fields, state = self._encoder_forward(input_ids, token_type_ids, attention_mask, output_hidden_states,
-                                              output_attentions, output_attention_scores, keep_cache)
+                                              output_attentions, output_attention_scores, keep_cache,
+                                              **_plan_options(head_mask, width_mult, depth_mult, keep_positions,
+                                                              split_layer))
         self._state = state if keep_cache else None
         return BaseModelOutput(**fields)
 
@@ -49,6 +68,11 @@ class MobileBertModel(MobileBertPreTrainedModel):
         if not grad_outputs:
             raise ValueError("backward: MobileBertModel has no loss; pass grad_outputs")
         return self._backward_encoder_outputs(grad_outputs, None, None)
+
+
+def _plan_options(head_mask, width_mult, depth_mult, keep_positions, split_layer) -> dict:
+    return dict(head_mask=head_mask, width_mult=width_mult, depth_mult=depth_mult, keep_positions=keep_positions,
+                split_layer=split_layer)
 
 
 def _scatter_rows(dh_rows, rows, n):
@@ -104,10 +128,13 @@ class MobileBertForPreTraining(MobileBertPreTrainedModel):
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, labels=None, next_sentence_label=None,
                 output_hidden_states=False, output_attentions=False, output_attention_scores=False, keep_cache=True,
-                mlm_positions="all"):
+                mlm_positions="all", head_mask=None, width_mult=1.0, depth_mult=1.0, keep_positions=None,
+                split_layer=None):
         cfg = self.config
         fields, state = self._encoder_forward(input_ids, token_type_ids, attention_mask, output_hidden_states,
-                                              output_attentions, output_attention_scores, keep_cache)
+                                              output_attentions, output_attention_scores, keep_cache,
+                                              **_plan_options(head_mask, width_mult, depth_mult, keep_positions,
+                                                              split_layer))
         B, T = state.B, state.T
         y = None if labels is None else check_labels(labels, cfg.vocab_size, "labels", (B, T)).reshape(-1)
         rows = _mlm_rows(fields["last_hidden_state"], y, mlm_positions)
@@ -170,11 +197,14 @@ class MobileBertForMaskedLM(MobileBertForPreTraining):
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, labels=None,
                 output_hidden_states=False, output_attentions=False, output_attention_scores=False, keep_cache=True,
-                mlm_positions="all"):
+                mlm_positions="all", head_mask=None, width_mult=1.0, depth_mult=1.0, keep_positions=None,
+                split_layer=None):
         """As ``MobileBertForPreTraining.forward`` without the NSP head; ``out.logits`` is the MLM's."""
         cfg = self.config
         fields, state = self._encoder_forward(input_ids, token_type_ids, attention_mask, output_hidden_states,
-                                              output_attentions, output_attention_scores, keep_cache)
+                                              output_attentions, output_attention_scores, keep_cache,
+                                              **_plan_options(head_mask, width_mult, depth_mult, keep_positions,
+                                                              split_layer))
         B, T = state.B, state.T
         y = None if labels is None else check_labels(labels, cfg.vocab_size, "labels", (B, T)).reshape(-1)
         rows = _mlm_rows(fields["last_hidden_state"], y, mlm_positions)
@@ -220,10 +250,13 @@ class MobileBertForSequenceClassification(MobileBertPreTrainedModel):
         return s
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, labels=None,
-                output_hidden_states=False, output_attentions=False, output_attention_scores=False, keep_cache=True):
+                output_hidden_states=False, output_attentions=False, output_attention_scores=False, keep_cache=True,
+                head_mask=None, width_mult=1.0, depth_mult=1.0, keep_positions=None, split_layer=None):
         cfg = self.config
         fields, state = self._encoder_forward(input_ids, token_type_ids, attention_mask, output_hidden_states,
-                                              output_attentions, output_attention_scores, keep_cache)
+                                              output_attentions, output_attention_scores, keep_cache,
+                                              **_plan_options(head_mask, width_mult, depth_mult, keep_positions,
+                                                              split_layer))
         p_drop = cfg.classifier_dropout if cfg.classifier_dropout is not None else cfg.hidden_dropout_prob
         rng = self.dropout_rng if self.training else None
         logits, c_cls = linear_head_forward(fields["pooler_output"], self.params, "classifier", p_drop, rng)
