@@ -36,6 +36,16 @@ def _config_overrides(text):
         raise argparse.ArgumentTypeError(f"--config must be a JSON file or a JSON object, got {text!r}") from None
 
 
+def _keep_ratio(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"--token-dropping must be a share of tokens kept in (0, 1], got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tinymobilebert",
                                      description="MobileBERT from scratch in NumPy + Numba: train, fine-tune, evaluate.")
@@ -65,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-every", type=int, default=100, help="checkpoint every N steps (default 100)")
     p.add_argument("--no-nsp", action="store_true", help="MLM only (single segments)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    p.add_argument("--token-dropping", type=_keep_ratio, default=None, metavar="KEEP",
+                   help="token dropping: keep this share of each sequence's tokens (e.g. 0.5) in the layers "
+                        "after the split; the rest rejoin before the last layer")
+    p.add_argument("--split-layer", type=int, default=None, metavar="N",
+                   help="token dropping's split layer (default: layers/2 - 1)")
 
     p = sub.add_parser("finetune", help="fine-tune a sequence classifier",
                        description="Fine-tune a pretrained model (--model) or train one from scratch "
@@ -118,11 +133,21 @@ def main(argv=None) -> int:
     from . import workflows as wf
 
     if args.command == "pretrain":
+        if args.split_layer is not None and args.token_dropping is None:
+            build_parser().error("--split-layer needs --token-dropping")
         r = wf.pretrain(args.out, corpus=args.corpus, vocab=args.vocab, vocab_size=args.vocab_size, config=args.config,
                         steps=args.steps, batch_size=args.batch_size, max_length=args.max_length, lr=args.lr,
                         warmup=args.warmup, optimizer=args.optimizer, seed=args.seed, eval_every=args.eval_every,
-                        save_every=args.save_every, resume=args.resume, progress=progress, nsp=not args.no_nsp)
+                        save_every=args.save_every, resume=args.resume, progress=progress, nsp=not args.no_nsp,
+                        token_dropping=args.token_dropping, split_layer=args.split_layer)
         dev = r["last_dev"] or {}
+        if "token_importance" in r:
+            from .tokenizer import BertTokenizer
+
+            print(r["token_importance"].format_extremes(BertTokenizer.from_pretrained(args.out), n=8))
+            print(f"held-out MLM accuracy with token dropping {dev.get('dropping_mlm_accuracy', float('nan')):.3f}, "
+                  f"loss {dev.get('dropping_mlm_loss', float('nan')):.3f}; without it (below) "
+                  f"loss {dev.get('mlm_loss', float('nan')):.3f}")
         print(f"pretrained {r['parameters']:,} parameters for {r['steps']} steps in {r['seconds']:.0f}s; "
               f"held-out MLM accuracy {dev.get('mlm_accuracy', float('nan')):.3f}; model in {args.out}/model")
     elif args.command == "finetune":

@@ -4,7 +4,8 @@ Dimensions: N rows, V classes.
 
     cross_entropy:  mean over rows with label != -100 of  -log softmax(x_n)[y_n]
                     (transformers' ``CrossEntropyLoss``; a batch with no labelled row gives 0
-                    and no gradient, where PyTorch would give nan)
+                    and no gradient, where PyTorch would give nan); ``cross_entropy_per_row``
+                    gives each counted row's term (M,) from the forward pass's cache
     mse:            mean((x - y)^2)         (regression heads, num_labels == 1)
 """
 
@@ -43,6 +44,16 @@ def cross_entropy_forward_mean(logits, labels):
     total, count, lse = cross_entropy_forward(logits, labels)
     loss = total / count if count else 0.0
     return loss, CrossEntropyCache(logits, labels, lse, count)
+
+
+def cross_entropy_per_row(cache: CrossEntropyCache) -> np.ndarray:
+    """Each counted row's cross-entropy, lse_n - x_{n, y_n}, (M,) float64 in row order.
+
+    Read from what the forward pass kept (the log-sum-exp), no second pass over the logits;
+    token dropping's importance is updated from these (``token_dropping``).
+    """
+    rows = np.flatnonzero(cache.labels != IGNORE_INDEX)  # (M,)
+    return cache.lse[rows] - cache.logits[rows, cache.labels[rows]].astype(np.float64)
 
 
 def cross_entropy_backward_mean(dloss: float, cache: CrossEntropyCache):

@@ -8,6 +8,7 @@ Every run writes into one folder:
     {out}/log.jsonl            one line per logged step / evaluation
     {out}/checkpoints/         resumable checkpoints (weights, optimizer, RNG state)
     {out}/model/               the final model, a transformers directory (config, weights, vocab)
+    {out}/token_importance.safetensors   with token dropping: the final importance table
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ import time
 
 import numpy as np
 
-from .checkpoint import write_json
+from .checkpoint import write_json, write_safetensors
 from .config import MobileBertConfig
 from .data import (PretrainingData, builtin_corpus, encode_examples, example_batches, load_corpus, load_glue,
                    next_sentence_task, sentence_order_task, train_dev_split, word_order_task)
 from .data.bow import bow_baseline
 from .model import MobileBertForPreTraining, MobileBertForSequenceClassification
+from .model.plan import encoder_plan
 from .optim import LAMB, AdamW, LinearWarmupDecay
+from .token_dropping import TokenDropping, TokenImportance
 from .tokenizer import BertTokenizer
 from .train import Trainer
 from .train.evaluate import evaluate_classification, evaluate_pretraining
@@ -80,17 +83,24 @@ def _optimizer(store, name, lr, steps, warmup, weight_decay=0.01, max_grad_norm=
 # ------------------------------------------------------------------------------------ pretrain
 def pretrain(out_dir, *, corpus=None, docs=None, vocab=None, vocab_size=4000, config: dict | None = None, steps=800,
              batch_size=32, max_length=64, lr=4e-3, warmup=60, optimizer="adamw", seed=0, eval_every=100,
-             save_every=100, eval_batches=20, resume=False, progress=None, nsp=True, dev_fraction=0.05) -> dict:
+             save_every=100, eval_batches=20, resume=False, progress=None, nsp=True, dev_fraction=0.05,
+             token_dropping=None, split_layer=None) -> dict:
     """Pretrain a MobileBERT with MLM (+ NSP) on real text. Returns a summary dict.
 
     The text is ``docs`` (a list of Documents) if given, else ``corpus`` (a path; None for the
     built-in corpus); ``dev_fraction`` of its documents are held out for the MLM evaluation.
     ``config`` holds MobileBertConfig fields overriding ``small_mobilebert``'s.
+
+    ``token_dropping`` (a keep ratio in (0, 1], e.g. 0.5): the tokens of lowest importance skip
+    the layers after ``split_layer`` (default L/2 - 1) up to the last (``token_dropping``);
+    held-out metrics are then logged both without dropping (``mlm_loss``, ...) and with it
+    (``dropping_mlm_loss``, ...). The saved model is a plain model either way.
     """
     os.makedirs(out_dir, exist_ok=True)
     s = _settings(out_dir, dict(corpus=corpus, vocab_size=vocab_size, config=config or {}, steps=steps,
                                 batch_size=batch_size, max_length=max_length, lr=lr, warmup=warmup,
-                                optimizer=optimizer, seed=seed, nsp=nsp, dev_fraction=dev_fraction), resume)
+                                optimizer=optimizer, seed=seed, nsp=nsp, dev_fraction=dev_fraction,
+                                token_dropping=token_dropping, split_layer=split_layer), resume)
     t0 = time.perf_counter()
     docs = docs if docs is not None else load_documents(s["corpus"])
     train_docs, dev_docs = train_dev_split(docs, dev_fraction=s["dev_fraction"], seed=s["seed"])
@@ -113,12 +123,30 @@ def pretrain(out_dir, *, corpus=None, docs=None, vocab=None, vocab_size=4000, co
                 break
             yield batch
 
-    trainer = Trainer(model, opt, batches, out_dir, max_steps=s["steps"], evaluate=lambda m: evaluate_pretraining(
-        m, dev_batches), eval_every=eval_every, save_every=save_every, tokenizer=tok, progress=progress,
-        description="pretrain")
+    dropping = None
+    if s.get("token_dropping") is not None:
+        encoder_plan(cfg, token_dropping=True, split_layer=s.get("split_layer"))  # a bad split fails now, not at step 1
+        dropping = TokenDropping(TokenImportance.from_tokenizer(tok), keep=s["token_dropping"],
+                                 split_layer=s.get("split_layer"))
+    elif s.get("split_layer") is not None:
+        raise ValueError("split_layer is given without token_dropping")
+
+    def evaluate(m):
+        metrics = evaluate_pretraining(m, dev_batches)
+        if dropping is not None:  # the same held-out batches, with the tokens dropping would drop
+            with_dropping = evaluate_pretraining(m, lambda: dropping.with_dropping(dev_batches()))
+            metrics.update({f"dropping_{k}": v for k, v in with_dropping.items() if k != "masked_tokens"})
+        return metrics
+
+    trainer = Trainer(model, opt, batches, out_dir, max_steps=s["steps"], evaluate=evaluate, eval_every=eval_every,
+                      save_every=save_every, tokenizer=tok, progress=progress, description="pretrain",
+                      hooks=[dropping] if dropping is not None else ())
     resumed = trainer.resume() if resume else False
     result = trainer.train()
     model.save_pretrained(os.path.join(out_dir, "model"), tokenizer=tok)
+    if dropping is not None:
+        write_safetensors(os.path.join(out_dir, "token_importance.safetensors"), dropping.state_dict())
+        result["token_importance"] = dropping.importance
     return {"out_dir": out_dir, "parameters": model.num_parameters(), "vocab_size": len(tok),
             "train_examples": train_data.num_examples, "dev_examples": dev_data.num_examples,
             "documents": len(docs), "prep_seconds": prep_seconds, "resumed": resumed, **result}

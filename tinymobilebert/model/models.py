@@ -34,8 +34,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..blocks.heads import linear_head_backward, linear_head_forward, mlm_head_backward, mlm_head_forward
-from ..losses import (check_labels, cross_entropy_backward_mean, cross_entropy_forward_mean, mse_backward,
-                      mse_forward)
+from ..losses import (check_labels, cross_entropy_backward_mean, cross_entropy_forward_mean, cross_entropy_per_row,
+                      mse_backward, mse_forward)
 from .base import MobileBertPreTrainedModel
 from .outputs import BaseModelOutput, MaskedLMOutput, PreTrainingOutput, SequenceClassifierOutput
 from .shapes import encoder_shapes, mlm_head_shapes
@@ -111,6 +111,10 @@ class MobileBertForPreTraining(MobileBertPreTrainedModel):
     original TensorFlow code does (about 6x less head work at 15% masking; the loss and every
     gradient are unchanged). ``prediction_logits`` is then (M, V) for those M positions, in
     row-major order, and ``out.mlm_positions`` holds their flat indices into B*T.
+
+    With labels, ``out.mlm_token_losses`` (M,) float64 is the cross-entropy at each labelled
+    position in row-major order (those of ``labels[labels != -100]``), read from the loss's
+    log-sum-exp; ``out.mlm_loss`` is their mean. Token dropping's importance learns from them.
     """
 
     @classmethod
@@ -146,6 +150,7 @@ class MobileBertForPreTraining(MobileBertPreTrainedModel):
         c_mlm_loss = c_nsp_loss = None
         if y is not None:
             out.mlm_loss, c_mlm_loss = cross_entropy_forward_mean(logits, y if rows is None else y[rows])
+            out.mlm_token_losses = cross_entropy_per_row(c_mlm_loss)
         if next_sentence_label is not None:
             y = check_labels(next_sentence_label, 2, "next_sentence_label", (B,))
             out.nsp_loss, c_nsp_loss = cross_entropy_forward_mean(seq_logits, y)
@@ -214,6 +219,7 @@ class MobileBertForMaskedLM(MobileBertForPreTraining):
         c_loss = None
         if y is not None:
             out.loss, c_loss = cross_entropy_forward_mean(logits, y if rows is None else y[rows])
+            out.mlm_token_losses = cross_entropy_per_row(c_loss)
         state.outputs |= {"logits"}
         state.heads = (c_mlm, c_loss, rows, logits.shape)
         self._state = state if keep_cache else None

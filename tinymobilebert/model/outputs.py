@@ -40,6 +40,7 @@ class PreTrainingOutput(BaseModelOutput):
     prediction_logits: np.ndarray | None = None  # (B, T, V), or (M, V) with mlm_positions="labelled"
     seq_relationship_logits: np.ndarray | None = None  # (B, 2)
     mlm_positions: np.ndarray | None = None  # (M,) flat indices of the rows the MLM head ran on
+    mlm_token_losses: np.ndarray | None = None  # (M,) float64 cross-entropy at each labelled position
 
 
 @dataclass
@@ -47,6 +48,7 @@ class MaskedLMOutput(BaseModelOutput):
     loss: float | None = None
     logits: np.ndarray | None = None  # (B, T, V), or (M, V) with mlm_positions="labelled"
     mlm_positions: np.ndarray | None = None  # (M,) flat indices of the rows the MLM head ran on
+    mlm_token_losses: np.ndarray | None = None  # (M,) float64 cross-entropy at each labelled position
 
 
 @dataclass

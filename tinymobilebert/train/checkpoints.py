@@ -7,6 +7,8 @@ A checkpoint is a folder ``{out}/checkpoints/step-{step:08d}/`` holding
     trainer_state.json                              step, epoch, position in the epoch, the
                                                     optimizer's scalars, the dropout generator's
                                                     state, and anything the caller adds
+    {name}.safetensors                              arrays the caller adds (``extra_arrays``),
+                                                    e.g. token dropping's importance table
 
 It is written into ``step-XXXXXXXX.tmp-<pid>`` and renamed into place only when complete; then
 ``{out}/checkpoints/latest`` (a one-line file naming it) is replaced atomically. A run killed at
@@ -32,8 +34,11 @@ def checkpoint_dir(out_dir: str) -> str:
     return os.path.join(out_dir, "checkpoints")
 
 
-def save_training_checkpoint(out_dir, step, model, optimizer, state: dict, tokenizer=None, keep: int = 2) -> str:
-    """Write checkpoint ``step`` (see the module notes); returns its folder."""
+def save_training_checkpoint(out_dir, step, model, optimizer, state: dict, tokenizer=None, keep: int = 2,
+                             extra_arrays: dict | None = None) -> str:
+    """Write checkpoint ``step`` (see the module notes); returns its folder.
+
+    ``extra_arrays`` maps a name to a dict of arrays, each written as ``{name}.safetensors``."""
     root = checkpoint_dir(out_dir)
     os.makedirs(root, exist_ok=True)
     name = f"step-{step:08d}"
@@ -51,6 +56,8 @@ def save_training_checkpoint(out_dir, step, model, optimizer, state: dict, token
     full_state = dict(state, step=step, optimizer_scalars=scalars,
                       dropout_rng=model.dropout_rng.bit_generator.state)
     write_json(os.path.join(tmp, "trainer_state.json"), full_state)
+    for name, arrays in (extra_arrays or {}).items():
+        write_safetensors(os.path.join(tmp, f"{name}.safetensors"), arrays)
     if os.path.exists(final):  # the same step saved twice (a resumed run): replace it whole
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -74,6 +81,16 @@ def latest_checkpoint(out_dir: str) -> str | None:
     done = sorted(d for d in os.listdir(root) if d.startswith("step-") and ".tmp-" not in d
                   and os.path.isfile(os.path.join(root, d, "trainer_state.json")))
     return os.path.join(root, done[-1]) if done else None
+
+
+def read_checkpoint_arrays(folder, name) -> dict:
+    """The arrays saved as ``extra_arrays[name]`` in a checkpoint folder."""
+    from safetensors.numpy import load_file
+
+    path = os.path.join(folder, f"{name}.safetensors")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {folder} has no {name}.safetensors (was it written by a run without {name}?)")
+    return dict(load_file(path))
 
 
 def load_training_checkpoint(folder, model, optimizer) -> dict:

@@ -7,6 +7,11 @@ masking from (seed, epoch)), so a resumed run sees exactly the batches the inter
 have seen. Together with the weights, the optimizer state and the dropout generator saved in
 each checkpoint, a run killed and resumed logs the same losses as one never interrupted.
 
+Hooks (``hooks=[...]``) change a step without a second loop: each has ``before_forward(batch)
+-> batch`` (e.g. token dropping adds the kept positions), ``after_forward(batch, out)`` (e.g. it
+learns importance from the step's losses), a ``name`` and ``state_dict()`` / ``load_state_dict``
+(arrays, saved in each checkpoint as ``{name}.safetensors`` so resume stays exact).
+
 Logs: one JSON object per line in ``{out}/log.jsonl``, ``{"split": "train", "step", "epoch",
 "loss", ..., "lr", "tokens_per_second"}`` and ``{"split": "dev", "step", <metrics>}``. On resume
 the lines past the checkpoint's step are dropped (the killed run may have logged beyond it).
@@ -23,7 +28,8 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from ..atomic import atomic_write
-from .checkpoints import latest_checkpoint, load_training_checkpoint, save_training_checkpoint
+from .checkpoints import (latest_checkpoint, load_training_checkpoint, read_checkpoint_arrays,
+                          save_training_checkpoint)
 
 LOG_NAME = "log.jsonl"
 
@@ -57,11 +63,12 @@ class Trainer:
     tokenizer : saved with each checkpoint when given
     progress : bool or None (None: a progress bar when stderr is a terminal)
     keep_checkpoints : how many checkpoints to keep
+    hooks : objects run around each forward pass, saved with checkpoints (see the module notes)
     """
 
     def __init__(self, model, optimizer, batches: Callable[[int, int], Iterator[dict]], out_dir: str, *,
                  max_steps: int, evaluate=None, eval_every: int = 0, save_every: int = 0, log_every: int = 1,
-                 tokenizer=None, progress=None, keep_checkpoints: int = 2, description: str = "train"):
+                 tokenizer=None, progress=None, keep_checkpoints: int = 2, description: str = "train", hooks=()):
         if max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {max_steps}")
         self.model, self.optimizer, self.batches = model, optimizer, batches
@@ -70,6 +77,7 @@ class Trainer:
         self.log_every, self.tokenizer, self.keep = max(1, int(log_every)), tokenizer, keep_checkpoints
         self.progress = sys.stderr.isatty() if progress is None else progress
         self.description = description
+        self.hooks = tuple(hooks)
         self.state = {"step": 0, "epoch": 0, "batch": 0}
         self.history: list[dict] = []
         os.makedirs(out_dir, exist_ok=True)
@@ -82,6 +90,8 @@ class Trainer:
         if folder is None:
             return False
         state = load_training_checkpoint(folder, self.model, self.optimizer)
+        for hook in self.hooks:
+            hook.load_state_dict(read_checkpoint_arrays(folder, hook.name))
         self.state = {k: state[k] for k in ("step", "epoch", "batch")}
         if os.path.exists(self.log_path):
             kept = [r for r in read_log(self.log_path) if r.get("step", 0) <= self.state["step"]]
@@ -98,7 +108,8 @@ class Trainer:
 
     def _save(self) -> None:
         save_training_checkpoint(self.out_dir, self.state["step"], self.model, self.optimizer, dict(self.state),
-                                 tokenizer=self.tokenizer, keep=self.keep)
+                                 tokenizer=self.tokenizer, keep=self.keep,
+                                 extra_arrays={h.name: h.state_dict() for h in self.hooks})
 
     def _run_eval(self) -> dict:
         metrics = self.evaluate(self.model)
@@ -122,8 +133,12 @@ class Trainer:
             produced = False
             for batch in self.batches(st["epoch"], st["batch"]):
                 produced = True
+                for hook in self.hooks:
+                    batch = hook.before_forward(batch)
                 model.zero_grad()
                 out = model.forward(**batch)
+                for hook in self.hooks:
+                    hook.after_forward(batch, out)
                 model.backward()
                 stats = opt.step()
                 st["step"] += 1
