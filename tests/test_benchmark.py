@@ -62,6 +62,18 @@ def _check_step(e, repeats):
     assert _number(e["peak_over_model_mb"])
 
 
+def test_token_dropping_row(quick_run):
+    res, data = quick_run
+    e = data["token_dropping"]["micro"]
+    assert "error" not in e, e
+    for name in ("plain", "dropping"):
+        assert e[name]["n"] == 1 and _number(e[name]["median"]) and _number(e[name]["cpu_per_call"])
+    assert _number(e["ratio"]) and _number(e["ratio_cpu"]) and _number(e["check"])
+    assert e["keep"] == 0.5 and e["layers"] == 2
+    assert any(t["target"] == "micro token-dropping train step <= 0.8x plain" for t in data["targets"])
+    assert "Token dropping: training step with keep 0.5" in format_report(res)
+
+
 @pytest.mark.skipif(not torch_available(), reason="torch/transformers not installed")
 def test_pytorch_worker():
     spec = {"impl": "pytorch", "size": "micro", "mode": "train", "warmup": 1, "repeats": 1, "threads": 1}

@@ -17,6 +17,8 @@ What is measured, on one machine in one run, float32, same thread count everywhe
 * the float32 matrix-multiply peak of NumPy's BLAS, and the fraction of it each step reaches
   (FLOPs from ``tinymobilebert.costs``);
 * every registered kernel, Numba against its NumPy twin, at the shapes of the largest size;
+* our training step with token dropping (keep 0.5, default split) against the plain one, both
+  in one worker, alternating (``benchmark/token_dropping.py``);
 * JIT: import + first tiny training step with an empty Numba cache (cold) and again (warm),
   and a check that importing the package compiles nothing.
 
@@ -53,6 +55,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--json", default=None, help="write raw numbers and ratios here")
     ap.add_argument("--no-kernels", action="store_true", help="skip the per-kernel comparison")
     ap.add_argument("--no-jit", action="store_true", help="skip the cold/warm JIT measurement")
+    ap.add_argument("--no-token-dropping", action="store_true",
+                    help="skip the training step with token dropping (keep 0.5) vs plain")
     ap.add_argument("--rounds", type=int, default=1, help="repeat the whole sweep, interleaved, and pool the "
                                                           "samples (steadier on a shared machine)")
     ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
@@ -74,7 +78,8 @@ def main(argv=None) -> dict:
         if bad:
             ap.error(f"unknown {name} {bad}; choose from {', '.join(known)}")
     res = run_benchmark(sizes, impls, args.repeats, args.quick, args.threads, not args.no_kernels, not args.no_jit,
-                        args.wait_quiet, args.rounds, log=lambda s: print(s, file=sys.stderr, flush=True))
+                        args.wait_quiet, args.rounds, log=lambda s: print(s, file=sys.stderr, flush=True),
+                        token_dropping=not args.no_token_dropping)
     print(format_report(res))
     if args.json:
         write_text_atomic(args.json, json.dumps(res, indent=1) + "\n")

@@ -10,6 +10,7 @@ import tempfile
 import numpy as np
 
 from .measure import DEFAULT_SIZES, IMPLS, MLM_FRACTION, MODES, SIZES, TARGET_INFER_VS_TORCH, TARGET_KERNEL_SPEEDUP, TARGET_PAPER_FRACTION_OF_PEAK, TARGET_TRAIN_VS_TORCH, TARGET_WARM_FIRST_STEP_S, TORCH_SKIPPED, cpu_pressure_avg10, size_config, summarize, wait_until_quiet
+from .token_dropping import merge_token_dropping, token_dropping_targets
 from .workers import run_worker
 
 
@@ -89,13 +90,14 @@ def merge_rounds(a: dict, b: dict) -> dict:
 
 
 def run_benchmark(sizes=DEFAULT_SIZES, impls=IMPLS, repeats=None, quick=False, threads=None, kernels=True,
-                  jit=True, wait_quiet=0.0, rounds=1, log=print) -> dict:
+                  jit=True, wait_quiet=0.0, rounds=1, log=print, token_dropping=True) -> dict:
     """Run everything; returns the raw results and the ratios (see ``ratios``).
 
     ``rounds``: run the whole sweep of steps (and kernels) this many times, interleaved, and pool
     the samples, so a slow spell on a shared machine does not land on one implementation only.
     ``wait_quiet``: before each measurement, wait up to this many seconds for the machine's CPU
-    pressure to fall below 10% (see ``wait_until_quiet``).
+    pressure to fall below 10% (see ``wait_until_quiet``). ``token_dropping``: also time our
+    training step with token dropping against plain (``benchmark.token_dropping``).
     """
     threads = threads or len(os.sched_getaffinity(0))
     have_torch = torch_available()
@@ -136,6 +138,11 @@ def run_benchmark(sizes=DEFAULT_SIZES, impls=IMPLS, repeats=None, quick=False, t
                     spec = {"impl": impl, "size": size, "mode": mode, "warmup": warm, "repeats": reps,
                             "threads": threads}
                     record(res["steps"][size], f"{impl}/{mode}", measure("step", spec))
+            if token_dropping and "tinymobilebert" in impls:
+                log(f"[bench] round {rnd + 1}/{rounds} {size:5s} token dropping vs plain x{reps}")
+                entry = measure("token_dropping", {"size": size, "warmup": warm, "repeats": reps})
+                where = res.setdefault("token_dropping", {})
+                where[size] = merge_token_dropping(where[size], entry) if size in where else entry
         if kernels:
             ksize = max(sizes, key=lambda n: flops(n)["train_all"])
             log(f"[bench] round {rnd + 1}/{rounds} kernels at the shapes of {ksize}")
@@ -208,6 +215,8 @@ def ratios(res):
         if row["used_by_model"] and row.get("numba_kernel", True):
             target(f"kernel {row['kernel']} [{row['shape']}] >= 2x twin", row["speedup"], TARGET_KERNEL_SPEEDUP,
                    at_most=False)
+    for name, value, limit in token_dropping_targets(res):
+        target(name, value, limit)
     warm = res.get("jit", {}).get("warm", {})
     if "import_s" in warm:
         target("warm import + first tiny step <= 3 s", warm["import_s"] + warm["first_step_s"], TARGET_WARM_FIRST_STEP_S)

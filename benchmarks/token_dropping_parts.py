@@ -1,0 +1,285 @@
+"""Parts of benchmarks/token_dropping.py: a profiler for the parts of a training step, and the report.
+
+Dimensions: R layer runs of the encoder.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections import defaultdict
+
+import numpy as np
+
+from tinymobilebert.model import base, models
+from tinymobilebert.model.plan import encoder_plan
+
+# the functions a training step calls, by module, and the part of the step each belongs to
+_PATCHED = {
+    base: {"embeddings_forward": "embeddings", "embeddings_backward": "embeddings", "pooler_forward": "pooler + NSP",
+           "pooler_backward": "pooler + NSP", "_merge_rows": "split/merge copies", "_unmerge_rows": "split/merge copies"},
+    models: {"mlm_head_forward": "MLM head + loss", "mlm_head_backward": "MLM head + loss",
+             "cross_entropy_forward_mean": "MLM head + loss", "cross_entropy_backward_mean": "MLM head + loss",
+             "cross_entropy_per_row": "MLM head + loss", "_scatter_rows": "MLM head + loss",
+             "linear_head_forward": "pooler + NSP", "linear_head_backward": "pooler + NSP"},
+}
+LAYER_PARTS = ("layers before the split", "split layer", "middle layers", "last layer")
+ORDER = LAYER_PARTS + ("embeddings", "MLM head + loss", "pooler + NSP", "optimizer", "selection + importance",
+                       "split/merge copies", "other (Python, zero_grad, checks)")
+
+
+def _now():
+    return time.process_time(), time.perf_counter()
+
+
+class StepProfiler:
+    """CPU (process) and wall seconds of each part of a training step, plain or with token dropping.
+
+    Used as a context manager (it patches the functions in ``_PATCHED`` and the layer calls in
+    the model's module, and restores them on exit); ``begin(kind, ...)`` / ``end()`` bracket one
+    step. Layer runs are labelled by their place in the token-dropping plan (before the split,
+    the split layer, the middle layers, the last), for plain steps too: the plain step's share
+    of "split layer" + "middle layers" is the share dropping can shrink.
+    """
+
+    def __init__(self, model):
+        plan = encoder_plan(model.config, token_dropping=True)
+        self.labels = []
+        for j, run in enumerate(plan.runs):
+            last = j == len(plan.runs) - 1
+            self.labels.append("last layer" if last else {"all": "layers before the split", "split": "split layer",
+                                                           "kept": "middle layers"}[run.rows])
+        self.steps = defaultdict(list)  # kind -> [(cpu, wall, {part: cpu})]
+        self._saved = []
+
+    def __enter__(self):
+        for module, names in _PATCHED.items():
+            for name, part in names.items():
+                self._patch(module, name, lambda *a, _part=part, **k: _part)
+        R = len(self.labels)
+        self._patch(base, "layer_forward", lambda *a, **k: self.labels[self._fwd()])
+        self._patch(base, "layer_backward", lambda *a, **k: self.labels[R - 1 - self._bwd()])
+        return self
+
+    def __exit__(self, *exc):
+        for module, name, fn in reversed(self._saved):
+            setattr(module, name, fn)
+        self._saved = []
+
+    def _patch(self, module, name, part_of):
+        fn = getattr(module, name)
+        self._saved.append((module, name, fn))
+
+        def timed(*args, **kwargs):
+            part = part_of(*args, **kwargs)
+            t = self.start()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.stop(part, t)
+
+        setattr(module, name, timed)
+
+    def _fwd(self):
+        self._n_fwd += 1
+        return self._n_fwd - 1
+
+    def _bwd(self):
+        self._n_bwd += 1
+        return self._n_bwd - 1
+
+    def start(self):
+        return _now()
+
+    def stop(self, part, t0):
+        c, w = _now()
+        self._parts[part][0] += c - t0[0]
+        self._parts[part][1] += w - t0[1]
+
+    def begin(self, kind, *_):
+        self._kind, self._n_fwd, self._n_bwd = kind, 0, 0
+        self._parts = defaultdict(lambda: [0.0, 0.0])
+        self._t0 = _now()
+
+    def end(self):
+        c, w = _now()
+        cpu, wall = c - self._t0[0], w - self._t0[1]
+        parts = {p: v[0] for p, v in self._parts.items()}
+        parts["other (Python, zero_grad, checks)"] = cpu - sum(parts.values())
+        self.steps[self._kind].append((cpu, wall, parts))
+
+    def summary(self) -> dict:
+        out = {}
+        for kind, rows in self.steps.items():
+            cpu = [r[0] for r in rows]
+            out[kind] = {"cpu_median_s": statistics.median(cpu), "wall_median_s": statistics.median([r[1] for r in rows]),
+                         "cpu_samples": cpu, "parts_cpu_mean_s": {p: float(np.mean([r[2].get(p, 0.0) for r in rows]))
+                                                                  for p in ORDER}}
+        p, d = out["plain"], out["dropping"]
+        out["ratio_cpu"] = d["cpu_median_s"] / p["cpu_median_s"]
+        out["ratio_wall"] = d["wall_median_s"] / p["wall_median_s"]
+        total = sum(p["parts_cpu_mean_s"].values())
+        out["plain_shares"] = {k: v / total for k, v in p["parts_cpu_mean_s"].items()}
+        out["shrinkable_share"] = out["plain_shares"]["split layer"] + out["plain_shares"]["middle layers"]
+        return out
+
+
+# ------------------------------------------------------------------------------ the report
+def time_to(evals, target, clock="cpu_s"):
+    """Training seconds at which a held-out curve first reaches ``target`` (linear between
+    evaluations), or None if it never does."""
+    prev = None
+    for e in evals:
+        if e["mlm_loss"] <= target:
+            if prev is None:
+                return e[clock]
+            f = (prev["mlm_loss"] - target) / (prev["mlm_loss"] - e["mlm_loss"])
+            return prev[clock] + f * (e[clock] - prev[clock])
+        prev = e
+    return None
+
+
+def summarize_pair(plain, drop) -> dict:
+    target = plain["evals"][-1]["mlm_loss"]
+    t_plain, t_drop = time_to(plain["evals"], target), time_to(drop["evals"], target)
+    return {"target": target, "plain_cpu_s": t_plain, "dropping_cpu_s": t_drop,
+            "saving": None if t_drop is None else 1 - t_drop / t_plain,
+            "plain_steps": plain["steps"], "dropping_steps": drop["steps"],
+            "step_ratio": drop["step_cpu_median_s"] / plain["step_cpu_median_s"],
+            "loss_at_plain_steps": next((e["mlm_loss"] for e in drop["evals"] if e["step"] >= plain["steps"]), None)}
+
+
+def _pairs(loss):
+    runs = {(r["size"], r["model"], r["seed"], r["keep"] is not None): r for r in loss["runs"]}
+    for (size, model, seed, dropped), r in sorted(runs.items()):
+        if not dropped and (size, model, seed, True) in runs:
+            yield size, model, seed, r, runs[(size, model, seed, True)]
+
+
+def _mean_sd(xs, fmt):
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return "-"
+    return fmt.format(np.mean(xs)) + (f" ± {fmt.format(np.std(xs, ddof=1))}" if len(xs) > 1 else "")
+
+
+def render(saved: dict, out_dir: str) -> str:
+    """Write token_dropping.md (+ PNGs) into ``out_dir`` from the saved results; return the Markdown."""
+    lines = ["# Token dropping vs plain pretraining: measured", "",
+             "Written by `python benchmarks/token_dropping.py` (see its docstring for the protocol). Times are "
+             "**process CPU seconds** (`time.process_time`), wall-clock beside them where shown.", ""]
+    step = saved.get("step")
+    if step:
+        m = step["machine"]
+        lines += ["## (a) Training step: dropping at keep 0.5, default split, over plain", "",
+                  f"Machine: {m['cpu']}, {m['logical_cpus']} logical CPUs, **{m['threads']} thread(s)**, numpy "
+                  f"{m['numpy']}; load average at the end {tuple(round(x, 2) for x in m['loadavg'])}. Plain and dropping "
+                  "steps alternate in one process; medians over the repeats.", "",
+                  "| model | size | params | layers (split) | plain ms | dropping ms | ratio CPU | ratio wall | "
+                  "split + middle layers' share of the plain step | all layers' share |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in step["runs"]:
+            sh = r["plain_shares"]
+            layers = sum(sh[p] for p in LAYER_PARTS)
+            lines.append(f"| {r['model']} | {r['size']} | {r['parameters'] / 1e6:.2f}M | {r['layers']} "
+                         f"({max(r['layers'] // 2 - 1, 0)}) | {r['plain']['cpu_median_s'] * 1e3:.1f} | "
+                         f"{r['dropping']['cpu_median_s'] * 1e3:.1f} | **{r['ratio_cpu']:.3f}** | {r['ratio_wall']:.3f} | "
+                         f"{r['shrinkable_share']:.1%} | {layers:.1%} |")
+        lines += ["", "Where the time goes: each part's CPU time as a share of the plain step's, plain -> with "
+                  "dropping (a row's right-hand numbers add up to the CPU ratio):", "",
+                  "| model | size | " + " | ".join(ORDER) + " |", "|---|---|" + "---|" * len(ORDER)]
+        for r in step["runs"]:
+            p, d = r["plain"]["parts_cpu_mean_s"], r["dropping"]["parts_cpu_mean_s"]
+            total = sum(p.values())
+            cells = [f"{p[k] / total:.1%} -> {d[k] / total:.1%}" for k in ORDER]
+            lines.append(f"| {r['model']} | {r['size']} | " + " | ".join(cells) + " |")
+        _plot_step(step, os.path.join(out_dir, "token_dropping_step.png"))
+        lines += ["", "![step breakdown](token_dropping_step.png)", ""]
+    loss = saved.get("loss")
+    if loss:
+        m, s = loss["machine"], loss["settings"]
+        lines += ["## (b) Cost to reach the plain run's final held-out MLM loss", "",
+                  f"Machine: {m['cpu']}, **{m['threads']} thread(s)**, shared with other jobs (hence CPU seconds). "
+                  f"Plain: {', '.join(f'{k} {v}' for k, v in s['steps'].items())} steps; dropping (keep {s['keep']}): until its held-out loss (evaluated "
+                  f"without dropping) reaches the plain run's final one, at most {s['max_factor']}x the steps. "
+                  f"Batch {s['batch']} x {s['length']}, MLM only, lr {s['lr']} (warm-up {s['warmup']}, then constant), "
+                  f"AdamW eps {s['eps']}, {s['evals']} held-out evaluations over a plain run. Saving = 1 - dropping CPU s / "
+                  "plain CPU s to the target (negative: dropping took longer; '-': not reached).", "",
+                  "| model | size | seeds | target (plain final held-out) | plain CPU s | dropping CPU s | saving per seed | "
+                  "saving mean | step CPU ratio | dropping's held-out at the plain run's steps |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        groups = defaultdict(list)
+        for size, model, seed, plain, drop in _pairs(loss):
+            groups[(model, size)].append((seed, summarize_pair(plain, drop)))
+        for (model, size), rows in sorted(groups.items()):
+            sv = [r["saving"] for _, r in rows]
+            per = ", ".join("-" if x is None else f"{x:+.0%}" for x in sv)
+            lines.append(f"| {model} | {size} | {len(rows)} | {_mean_sd([r['target'] for _, r in rows], '{:.3f}')} | "
+                         f"{_mean_sd([r['plain_cpu_s'] for _, r in rows], '{:.0f}')} | "
+                         f"{_mean_sd([r['dropping_cpu_s'] for _, r in rows], '{:.0f}')} | {per} | "
+                         f"**{_mean_sd(sv, '{:+.1%}')}** | {_mean_sd([r['step_ratio'] for _, r in rows], '{:.3f}')} | "
+                         f"{_mean_sd([r['loss_at_plain_steps'] for _, r in rows], '{:.3f}')} |")
+        _plot_loss(loss, os.path.join(out_dir, "token_dropping_loss.png"))
+        lines += ["", "![held-out loss vs CPU seconds](token_dropping_loss.png)", ""]
+    text = "\n".join(lines) + "\n"
+    with open(os.path.join(out_dir, "token_dropping.md"), "w") as f:
+        f.write(text)
+    return text
+
+
+def _plot_step(step, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = step["runs"]
+    fig, ax = plt.subplots(figsize=(10, 0.9 * len(runs) + 1.8))
+    colors = plt.cm.tab20(np.linspace(0, 1, len(ORDER)))
+    ticks = []
+    for i, r in enumerate(runs):
+        for j, kind in enumerate(("plain", "dropping")):
+            y, left = 2.6 * i + j, 0.0
+            parts = r[kind]["parts_cpu_mean_s"]
+            for c, part in zip(colors, ORDER):
+                w = parts[part] * 1e3
+                ax.barh(y, w, left=left, color=c, label=part if (i, j) == (0, 0) else None)
+                left += w
+            ticks.append((y, f"{r['model']} {r['size']} {kind}"))
+    ax.set_yticks([t[0] for t in ticks])
+    ax.set_yticklabels([t[1] for t in ticks], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel("CPU ms per training step (log scale), by part")
+    ax.legend(fontsize=7, ncol=2, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_loss(loss, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = sorted({(r["model"], r["size"]) for r in loss["runs"]})
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.6 * len(keys), 3.8), squeeze=False)
+    for ax, (model, size) in zip(axes[0], keys):
+        for size_, model_, seed, plain, drop in _pairs(loss):
+            if (model_, size_) != (model, size):
+                continue
+            for rec, color, name in ((plain, "tab:blue", "plain"), (drop, "tab:orange", f"dropping {drop['keep']}")):
+                ev = rec["evals"][1:]
+                ax.plot([e["cpu_s"] for e in ev], [e["mlm_loss"] for e in ev], color=color, lw=1,
+                        label=name if seed == 0 else None)
+            ax.axhline(plain["evals"][-1]["mlm_loss"], color="tab:blue", lw=0.5, ls=":")
+        ax.set_title(f"{model} {size}", fontsize=10)
+        ax.set_xlabel("training CPU seconds (1 thread)")
+        ax.set_ylabel("held-out MLM loss (no dropping)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
