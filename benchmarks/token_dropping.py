@@ -84,7 +84,7 @@ from tinymobilebert.token_dropping import TokenImportance  # noqa: E402
 from tinymobilebert.train.evaluate import evaluate_pretraining  # noqa: E402
 
 sys.path.insert(0, HERE)
-from token_dropping_parts import StepProfiler, render  # noqa: E402
+from token_dropping_parts import StepProfiler, render, step_flops  # noqa: E402
 
 BATCH, LENGTH, LR, WARMUP, EPS = 16, 64, {"mobilebert": 2e-3, "bert": 1e-3}, 100, 1e-7
 
@@ -279,8 +279,11 @@ def part_step(args, log):
                     prof.begin(kind, m, batch, imp if kind == "dropping" else None, args.keep)
                     train_step(m, opt, batch, imp if kind == "dropping" else None, args.keep, prof)
                     prof.end()
+            k = int(np.ceil(args.keep * LENGTH))
             rec = {"model": model, "size": size, "threads": args.threads, "keep": args.keep,
-                   "parameters": m.num_parameters(), "layers": m.config.num_hidden_layers, **prof.summary()}
+                   "parameters": m.num_parameters(), "layers": m.config.num_hidden_layers, **prof.summary(),
+                   "flops_plain": step_flops(m.config, BATCH, LENGTH), "flops_dropping": step_flops(m.config, BATCH,
+                                                                                                  LENGTH, k)}
             log(f"[step]   CPU ratio {rec['ratio_cpu']:.3f}, wall ratio {rec['ratio_wall']:.3f}")
             out.append(rec)
     return out

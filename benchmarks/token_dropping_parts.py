@@ -125,6 +125,42 @@ class StepProfiler:
         return out
 
 
+# ------------------------------------------------------------------------------ FLOPs
+def step_flops(cfg, B, T, k=None, mlm_fraction=0.15) -> dict:
+    """Training-step FLOPs (3x the forward's matrix products, ``tinymobilebert.costs``'s
+    convention) by the parts of ``StepProfiler``, plain (k None) or keeping k of T tokens from
+    the default split on. At the split layer the kept rows' queries, residual and FFNs run on k
+    rows, what K and V read on all T, the scores on k x T."""
+    from tinymobilebert.costs import layer_macs_per_token
+
+    E, H, I, V, L = cfg.embedding_size, cfg.hidden_size, cfg.true_hidden_size, cfg.vocab_size, cfg.num_hidden_layers
+    full = T * sum(layer_macs_per_token(cfg, T).values())  # per sequence
+    out = {"embeddings": T * ((3 * E if cfg.trigram_input else E) * H if cfg.uses_embedding_transformation else 0),
+           "MLM head + loss": mlm_fraction * T * (H * H + H * V)}
+    split = max(L // 2 - 1, 0)
+    for j in range(L):
+        part = "last layer" if j == L - 1 else ("layers before the split" if j < split else
+                                                ("split layer" if j == split else "middle layers"))
+        if k is None or j < split or j == L - 1:
+            macs = full
+        elif j > split:
+            macs = k * sum(layer_macs_per_token(cfg, k).values())
+        else:
+            p = layer_macs_per_token(cfg, T)
+            every = p["value"] + p["query+key"] / 2  # K and V read every row
+            every += p.get("bottleneck.attention", 0) + (p.get("bottleneck.input", 0) if cfg.use_bottleneck_attention
+                                                         else 0)
+            macs = T * every + k * (sum(p.values()) - every - p["scores+context"]) + k * 2 * T * I
+        out[part] = out.get(part, 0.0) + macs
+    return {name: 3 * 2 * B * v for name, v in out.items()}
+
+
+def _paper_sizes():
+    from tinymobilebert.config import bert_base, mobilebert
+
+    return [("BERT-base (token dropping's paper)", bert_base(), 512), ("MobileBERT (released)", mobilebert(), 128)]
+
+
 # ------------------------------------------------------------------------------ the report
 def time_to(evals, target, clock="cpu_s"):
     """Training seconds at which a held-out curve first reaches ``target`` (linear between
@@ -186,6 +222,22 @@ def render(saved: dict, out_dir: str) -> str:
                          f"({max(r['layers'] // 2 - 1, 0)}) | {r['plain']['cpu_median_s'] * 1e3:.1f} | "
                          f"{r['dropping']['cpu_median_s'] * 1e3:.1f} | **{r['ratio_cpu']:.3f}** | {r['ratio_wall']:.3f} | "
                          f"{r['shrinkable_share']:.1%} | {layers:.1%} |")
+        lines += ["", "The same shares counted in FLOPs (matrix products only, `tinymobilebert.costs`; the CPU "
+                  "ratio above against the FLOP ratio):", "",
+                  "| model | size | split + middle layers' FLOP share | all layers' FLOP share | MLM head FLOP share | "
+                  "FLOP ratio dropping / plain | CPU ratio |", "|---|---|---|---|---|---|---|"]
+        for r in step["runs"]:
+            fp, fd = r["flops_plain"], r["flops_dropping"]
+            tot = sum(fp.values())
+            lines.append(f"| {r['model']} | {r['size']} | {(fp['split layer'] + fp['middle layers']) / tot:.1%} | "
+                         f"{sum(fp[p] for p in LAYER_PARTS) / tot:.1%} | {fp['MLM head + loss'] / tot:.1%} | "
+                         f"{sum(fd.values()) / tot:.3f} | {r['ratio_cpu']:.3f} |")
+        lines += ["", "For scale, the same FLOP count (computed, not measured) at the papers' sizes, keep 0.5, default split:", "",
+                  "| model | tokens | MLM head FLOP share | FLOP ratio dropping / plain |", "|---|---|---|---|"]
+        for name, cfg, T in _paper_sizes():
+            fp, fd = step_flops(cfg, 8, T), step_flops(cfg, 8, T, T // 2)
+            tot = sum(fp.values())
+            lines.append(f"| {name} | {T} | {fp['MLM head + loss'] / tot:.1%} | {sum(fd.values()) / tot:.3f} |")
         lines += ["", "Where the time goes: each part's CPU time as a share of the plain step's, plain -> with "
                   "dropping (a row's right-hand numbers add up to the CPU ratio):", "",
                   "| model | size | " + " | ".join(ORDER) + " |", "|---|---|" + "---|" * len(ORDER)]
@@ -235,24 +287,27 @@ def _plot_step(step, path):
     import matplotlib.pyplot as plt
 
     runs = step["runs"]
-    fig, ax = plt.subplots(figsize=(10, 0.9 * len(runs) + 1.8))
+    fig, ax = plt.subplots(figsize=(10, 0.9 * len(runs) + 2.4))
     colors = plt.cm.tab20(np.linspace(0, 1, len(ORDER)))
     ticks = []
     for i, r in enumerate(runs):
+        total = sum(r["plain"]["parts_cpu_mean_s"].values())
         for j, kind in enumerate(("plain", "dropping")):
             y, left = 2.6 * i + j, 0.0
             parts = r[kind]["parts_cpu_mean_s"]
             for c, part in zip(colors, ORDER):
-                w = parts[part] * 1e3
+                w = parts[part] / total
                 ax.barh(y, w, left=left, color=c, label=part if (i, j) == (0, 0) else None)
                 left += w
-            ticks.append((y, f"{r['model']} {r['size']} {kind}"))
+            ticks.append((y, f"{r['model']} {r['size']} {kind} ({r['plain']['cpu_median_s'] * 1e3:.0f} ms plain)"
+                          if kind == "plain" else f"dropping: {left:.2f}"))
     ax.set_yticks([t[0] for t in ticks])
     ax.set_yticklabels([t[1] for t in ticks], fontsize=8)
     ax.invert_yaxis()
-    ax.set_xscale("log")
-    ax.set_xlabel("CPU ms per training step (log scale), by part")
-    ax.legend(fontsize=7, ncol=2, loc="lower right")
+    ax.axvline(0.8, color="k", lw=0.8, ls="--")
+    ax.set_xlim(0, 1.45)
+    ax.set_xlabel("CPU time per training step, by part, as a share of the plain step (dashed: the 0.8 target)")
+    ax.legend(fontsize=7, ncol=1, loc="center right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
