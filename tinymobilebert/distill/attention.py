@@ -57,8 +57,7 @@ class AttentionTransferCache(NamedTuple):
     s_t: np.ndarray  # (R, S) the teacher's
     key_mask: np.ndarray | None  # (B, S) float64, padding-aware form only
     rows_per_batch: int  # A * T
-    lse_s: np.ndarray  # (R,) float64 log-sum-exp of each student row (0 on rows left out)
-    lse_t: np.ndarray
+    row_stats: np.ndarray  # (R, 4) float64: max and log-sum of both rows (0 on rows left out)
     row_weight: np.ndarray  # (R,) float64
     shape: tuple
 
@@ -114,14 +113,14 @@ def attention_transfer_forward(s_s, s_t, attention_mask=None, form: str = "origi
         w = np.repeat(mask, A, axis=0).reshape(-1) / count if count else np.zeros(R)  # (B*A*T,)
     a = np.ascontiguousarray(s_s.reshape(R, S))
     b = np.ascontiguousarray(s_t.reshape(R, S))
-    loss, lse_s, lse_t = soft_target_ce_forward(a, b, _NO_LABELS, 0.0, 1.0, mask, A * T, w, form == "kl")
-    return loss, AttentionTransferCache(a, b, mask, A * T, lse_s, lse_t, w, s_s.shape)
+    loss, stats = soft_target_ce_forward(a, b, _NO_LABELS, 0.0, 1.0, mask, A * T, w, form == "kl")
+    return loss, AttentionTransferCache(a, b, mask, A * T, stats, w, s_s.shape)
 
 
 def attention_transfer_backward(dloss, cache: AttentionTransferCache) -> np.ndarray:
     """d loss / d s_s, (B, A, T, T) in the student's dtype, times the upstream gradient ``dloss``."""
     g = upstream(dloss, "attention_transfer_backward")
     c = cache
-    ds = soft_target_ce_backward(c.s_s, c.s_t, _NO_LABELS, 0.0, 1.0, c.key_mask, c.rows_per_batch, c.lse_s,
-                                 c.lse_t, g * c.row_weight)
+    ds = soft_target_ce_backward(c.s_s, c.s_t, _NO_LABELS, 0.0, 1.0, c.key_mask, c.rows_per_batch, c.row_stats,
+                                 g * c.row_weight)
     return ds.reshape(c.shape)
