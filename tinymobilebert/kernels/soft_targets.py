@@ -9,7 +9,7 @@ mixing weight alpha, label y_r, row weight w_r, over the kept entries j (key_mas
 or all of them without a mask):
 
     x = k s,  u = k t                                          (float64)
-    m_x = max_j x_j,   l_x = log sum_j exp(x_j - m_x)          (log softmax(x)_j = x_j - m_x - l_x)
+    m_x = max_j x_j (nan skipped),   l_x = log sum_j exp(x_j - m_x)     (log softmax(x)_j = x_j - m_x - l_x)
     p_j = exp(u_j - m_u) / sum_i exp(u_i - m_u)                (the teacher's distribution)
     q_j = alpha 1[j = y_r] + (1 - alpha) p_j                   (the target)
     loss_r = sum_j q_j (l_x - (x_j - m_x))                     (= -sum_j q_j log softmax(x)_j)
@@ -58,8 +58,10 @@ def _masked_scaled(x, inv_temperature, key_mask):
 
 
 def _shift(x):
-    """(x - max, max, log sum exp(x - max)) over each row."""
-    m = x.max(axis=1)
+    """(x - max, max, log sum exp(x - max)) over each row; the max skips nan (-inf if none is left),
+    as the kernel's does, and a nan still reaches the sum."""
+    m = np.fmax.reduce(x, axis=1)
+    m[np.isnan(m)] = -np.inf
     with np.errstate(invalid="ignore", over="ignore"):
         d = x - m[:, None]
         return d, m, np.log(np.exp(d).sum(axis=1))
@@ -138,16 +140,16 @@ def _load_rows(s, t, r, k, key_mask, g, has_mask, x, u):
             b = k * np.float64(t[r, j]) if keep else -np.inf
             x[j] = a
             u[j] = b
-            mx = mx if (mx != mx or a <= mx) else a  # max that keeps a nan, as np.max
-            mu = mu if (mu != mu or b <= mu) else b
+            mx = max(mx, a)  # skips a nan (as the twin's fmax); a nan reaches the sums anyway
+            mu = max(mu, b)
     else:
         for j in range(S):
             a = k * np.float64(s[r, j])
             b = k * np.float64(t[r, j])
             x[j] = a
             u[j] = b
-            mx = mx if (mx != mx or a <= mx) else a  # max that keeps a nan, as np.max
-            mu = mu if (mu != mu or b <= mu) else b
+            mx = max(mx, a)  # skips a nan (as the twin's fmax); a nan reaches the sums anyway
+            mu = max(mu, b)
     return mx, mu
 
 
