@@ -141,6 +141,7 @@ def test_mlm_distillation_through_the_student_with_the_original_temperature():
 
     out = student.forward(ids, attention_mask=mask, labels=labels, mlm_positions="labelled")
     loss, c = distill.mlm_distillation_forward(out.prediction_logits, logits_t, y, alpha=0.5)
+    assert np.isfinite(loss) and loss > 0 and out.prediction_logits.shape == (3, s_cfg.vocab_size)
     student.zero_grad()
     analytic = {k: v.copy() for k, v in student.backward(
         {"prediction_logits": distill.mlm_distillation_backward(1.0, c)}, include_loss=False).items()}
