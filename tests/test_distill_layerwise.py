@@ -203,6 +203,20 @@ def test_at_original_form_counts_padding_and_minus6_keys():
     assert distill.attention_transfer_forward(s_s2, s_t, attention_mask=mask)[0] == pytest.approx(aware, rel=1e-14)
 
 
+def test_padding_aware_forms_equal_the_original_without_padding():
+    rng = np.random.default_rng(15)
+    ones = np.ones((2, 5))
+    s_s, s_t = rng.standard_normal((2, 3, 5, 5)), rng.standard_normal((2, 3, 5, 5))
+    h_s, h_t = states(rng), states(rng)
+    for form in ("original", "kl"):
+        a = distill.attention_transfer_forward(s_s, s_t, form=form)[0]
+        assert distill.attention_transfer_forward(s_s, s_t, ones, form)[0] == pytest.approx(a, rel=1e-14)
+    a = distill.feature_map_transfer_forward(h_s, h_t)[0]
+    assert distill.feature_map_transfer_forward(h_s, h_t, ones)[0] == pytest.approx(a, rel=1e-14)
+    a = distill.mean_variance_transfer_forward(h_s, h_t)[0]
+    assert distill.mean_variance_transfer_forward(h_s, h_t, ones)[0] == pytest.approx(a, rel=1e-14)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_at_extremes_are_finite(dtype):
     """finfo.min and -inf masks, an all-masked (uniform) row, scores of 1e4: no nan, no inf."""
