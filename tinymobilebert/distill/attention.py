@@ -13,19 +13,18 @@ return (masked, scaled, before the softmax; ``get_all_attention_maps``):
     loss = mean over B*A*T of  sum_S  -softmax(s_t) * log_softmax(s_s)
 
 which is the KL divergence plus the teacher's entropy (a constant for the student: same
-gradient, different value). Three forms here:
+gradient, different value). Two independent choices here:
 
-* ``form="original"``, no ``attention_mask`` (the default): exactly the above. The mean counts
-  padded query rows, and padded keys are not left out: they keep whatever weight the models'
+* ``form``: "original" (the default) is the cross-entropy above; "kl" adds ``sum p_t log p_t``
+  (subtracts the teacher's entropy), the paper's KL: same gradient, and 0 when the student matches.
+* ``attention_mask``: None (the default) is the original's treatment of padding: the mean counts
+  padded query rows, and padded keys are not left out; they keep whatever weight the models'
   masking gives them. With transformers' masking (``finfo.min`` added) that weight is 0 in both
   models; with the original TensorFlow masking (``masked_attention_score=-6``: masked scores
-  *replaced* by -6) it is small but not 0, and the loss pulls it too.
-* ``form="kl"``: subtracts the teacher's entropy, ``sum p_t log p_t``: the paper's KL. Same
-  gradient; the value is 0 when the student matches.
-* with an ``attention_mask`` (B, T), the padding-aware form: padded keys are left out of both
-  softmaxes (renormalised over the real keys) and padded query rows are left out of the mean,
-  which becomes a mean over A * (number of real tokens) rows. It differs from the original on
-  padded batches; with no padding the two are equal.
+  *replaced* by -6) it is small but not 0, and the loss pulls it too. Given a (B, T) mask, the
+  padding-aware form: padded keys are left out of both softmaxes (renormalised over the real
+  keys) and padded query rows out of the mean, which becomes a mean over A * (number of real
+  tokens) rows. It differs from the original on padded batches; without padding they are equal.
 
 Terms where the teacher gives probability 0 count as 0 (0 log 0 := 0): scores masked with
 ``finfo.min`` or -inf give finite losses, never nan.
