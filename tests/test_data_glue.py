@@ -72,7 +72,7 @@ def test_errors(tmp_path):
     path = _write(tmp_path / "d.tsv", ["sentence\tlabel", "fine\t"])
     with pytest.raises(ValueError, match="row 2: the label is empty"):
         load_glue(path)
-    _write(tmp_path / "e" / "train.tsv", ["sentence\tlabel", "fine\t1"])
+    _write(tmp_path / "e" / "train.tsv", ["sentence\tlabel", "fine\t1", "bad\t0"])
     _write(tmp_path / "e" / "dev.tsv", ["sentence\tlabel", "fine\t1", "odd\t7"])
     with pytest.raises(ValueError, match=r"dev.tsv, row 3: label '7' never occurs in training"):
         load_glue(tmp_path / "e")
