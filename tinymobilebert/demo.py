@@ -110,8 +110,8 @@ def run_demo(out_dir="runs/demo", *, seed=None, pretrain_steps=None, finetune_st
              f"held-out MLM accuracy {summary['pretrain']['held_out_mlm_accuracy']:.1%}")
     print_fn(f"  {the_task.name:16s} dev accuracy: pretrained {acc['pretrained']:.1%} | from scratch "
              f"{acc['from_scratch']:.1%} | bag of words {acc['bag_of_words']:.1%} | majority {acc['majority']:.1%}")
-    print_fn(f"  time             {summary['total_seconds']:.0f}s in all, {summary['machine']['numba_threads']} "
-             f"threads; results in {out_dir}")
+    print_fn(f"  time             {summary['total_seconds']:.0f}s in all, {_threads(summary['machine'])}; "
+             f"results in {out_dir}")
     return summary
 
 
@@ -120,3 +120,49 @@ def _first_loss(out_dir):
 
     train = [r for r in read_log(os.path.join(out_dir, "pretrain")) if r["split"] == "train"]
     return train[0]["loss"] if train else float("nan")
+
+
+# ------------------------------------------------------------------------------ the README's figures
+README_START = "<!-- demo-figures: written by `python benchmarks/readme_figures.py`; do not edit by hand -->"
+README_END = "<!-- /demo-figures -->"
+
+
+def readme_figures(results: dict) -> str:
+    """The README's demo paragraph (between the markers) from ``benchmarks/demo_figures.json``."""
+    s, m = results["summary"], results["summary"]["machine"]
+    acc = s["dev_accuracy"]
+    text = (f"With the default seed, on {m['cpu']} with {results['threads']} thread{'s' * (results['threads'] > 1)} "
+            f"(Python {m['python']}, NumPy {m['numpy']}, Numba {m['numba']}, {m['blas']}; code at "
+            f"{results['commit']}), the demo printed: held-out MLM accuracy {s['pretrain']['held_out_mlm_accuracy']:.1%} "
+            f"after {s['pretrain']['steps']} pretraining steps; {s['task'].replace('_', ' ')} dev accuracy "
+            f"{acc['pretrained']:.1%} pretrained, {acc['from_scratch']:.1%} from scratch, {acc['bag_of_words']:.1%} "
+            f"bag of words (majority {acc['majority']:.1%}).")
+    if results.get("timed"):
+        text += f" It took {results['demo_seconds'] / 60:.1f} minutes"
+        if results.get("test_seconds") is not None:
+            text += f", and `python -m pytest -q` {results['test_seconds'] / 60:.1f} minutes"
+        text += ", on that machine with nothing else running."
+    else:
+        text += (" Its times were not measured (a busy shared machine); `python benchmarks/readme_figures.py "
+                 "--tests` measures them.")
+    return "\n".join([README_START, *_wrap(text), README_END])
+
+
+def _wrap(text: str, width: int = 100) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, width=width, break_long_words=False, break_on_hyphens=False)
+
+
+def update_readme(readme_path: str, results: dict) -> None:
+    """Replace the README's demo paragraph (between the markers) with ``readme_figures(results)``."""
+    from .atomic import write_text_atomic
+
+    text = open(readme_path, encoding="utf-8").read()
+    start, end = text.index(README_START), text.index(README_END) + len(README_END)
+    write_text_atomic(readme_path, text[:start] + readme_figures(results) + text[end:])
+
+
+def _threads(info: dict) -> str:
+    n = info["numba_threads"]
+    return f"{n} thread{'s' * (n > 1)}"
