@@ -72,7 +72,7 @@ def main(argv=None):
     with open(args.results) as f:
         results = json.load(f)
     update_readme(args.readme, results)
-    print(f"{args.readme}: demo figures from {args.results} ({results['threads']} threads, {results['commit']})")
+    print(f"{args.readme}: demo figures from {args.results} (threads {results['threads']}, {results['commit']})")
 
 
 if __name__ == "__main__":

@@ -63,3 +63,16 @@ def test_the_same_run_twice_is_refused_on_one_line(tmp_path, run_corpus):
     r = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert r.returncode == 1 and len(r.stderr.splitlines()) == 1
     assert "already holds a pretrain run" in r.stderr and "--resume" in r.stderr and "--overwrite" in r.stderr
+
+
+def test_a_damaged_checkpoint_is_one_warning_line_and_the_run_resumes(tmp_path, run_corpus):
+    out = tmp_path / "run"
+    argv = pretrain_argv(out, run_corpus, 8, "--save-every", "4", "--eval-every", "0", "--warmup", "1")
+    assert subprocess.run(argv, capture_output=True, timeout=300).returncode == 0
+    weights = out / "checkpoints" / "step-00000008" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    r = subprocess.run(argv + ["--resume"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    warning = [ln for ln in r.stderr.splitlines() if ln.startswith("warning:")]
+    assert len(warning) == 1 and "step-00000008 is damaged: model.safetensors is 100 bytes" in warning[0]
+    assert "UserWarning" not in r.stderr and "Traceback" not in r.stderr

@@ -149,9 +149,13 @@ def readme_figures(results: dict) -> str:
 
 
 def _wrap(text: str, width: int = 100) -> list[str]:
+    """Lines of at most ``width`` characters, never breaking inside a `code span`."""
+    import re
     import textwrap
 
-    return textwrap.wrap(text, width=width, break_long_words=False, break_on_hyphens=False)
+    glued = re.sub(r"`[^`]*`", lambda m: m.group(0).replace(" ", "\x00"), text)
+    lines = textwrap.wrap(glued, width=width, break_long_words=False, break_on_hyphens=False)
+    return [line.replace("\x00", " ") for line in lines]
 
 
 def update_readme(readme_path: str, results: dict) -> None:

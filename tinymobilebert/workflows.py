@@ -345,8 +345,10 @@ def _jsonable(d):
     return json.loads(json.dumps(d, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
 
 
-def evaluate(model_dir, **kwargs) -> dict:
-    """See ``evaluation.evaluate`` (kept here: the workflows' one entry point)."""
-    from .evaluation import evaluate as _evaluate
+def evaluate(model_dir, task=None, corpus=None, max_length=None, batch_size=None, seed=None, dev_fraction=None,
+             report=None) -> dict:
+    """Evaluate a saved model on its run's held-out data, as the run did: ``evaluation.evaluate``."""
+    from .evaluation import evaluate as evaluate_as_the_run_did
 
-    return _evaluate(model_dir, **kwargs)
+    return evaluate_as_the_run_did(model_dir, task=task, corpus=corpus, max_length=max_length, batch_size=batch_size,
+                                   seed=seed, dev_fraction=dev_fraction, report=report)
