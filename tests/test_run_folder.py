@@ -80,7 +80,9 @@ def test_more_steps_on_resume_are_applied_and_logged(tmp_path, tiny_pretrain, ca
     assert r["steps"] == 12 and steps_logged(out) == list(range(1, 13))
     assert "--steps changed from 8 to 12" in capsys.readouterr().err
     record = json.loads((out / "run.json").read_text())
-    assert record["settings"]["steps"] == 8 and record["changes"] == [{"steps": {"from": 8, "to": 12}}]
+    assert record["settings"]["steps"] == 12 and record["changes"] == [{"steps": {"from": 8, "to": 12}}]
+    again = wf.pretrain(out, resume=True, progress=False)  # the run now has 12 steps: nothing left to do
+    assert again["steps"] == 12 and steps_logged(out) == list(range(1, 13))
 
 
 def test_flags_that_differ_from_the_record_are_an_error_listing_them(tmp_path, tiny_pretrain):

@@ -62,7 +62,7 @@ def is_temp_name(name: str) -> bool:
 
 def process_is_running(pid: int) -> bool:
     """Whether a process with this id exists (a temp file of a live process is not stale)."""
-    if pid == os.getpid():
+    if pid == os.getpid() or os.name == "nt":  # Windows' os.kill terminates: never probe, never remove
         return True
     try:
         os.kill(pid, 0)

@@ -35,18 +35,23 @@ def machine() -> dict:
     import numba
     import numpy as np
 
-    from .benchmark.run import machine_info
-
-    info = machine_info(threads=numba.get_num_threads())
-    info.pop("loadavg_start", None)
-    info.pop("torch", None)
-    info.pop("transformers", None)
-    info["thread_env"] = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                                                     "NUMBA_NUM_THREADS") if k in os.environ}
-    info["numba_threads"] = numba.get_num_threads()
-    info["numpy"] = np.__version__
-    info["machine"] = platform.machine()
-    return info
+    cpu = platform.processor() or "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:  # not Linux
+        pass
+    blas = "?"
+    try:
+        dep = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        blas = f"{dep.get('name')} {dep.get('version')}"
+    except Exception:  # noqa: BLE001 - an older NumPy: the BLAS stays unnamed
+        pass
+    thread_env = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                                             "NUMBA_NUM_THREADS") if k in os.environ}
+    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "numba_threads": numba.get_num_threads(),
+            "thread_env": thread_env, "blas": blas, "python": platform.python_version(), "numpy": np.__version__,
+            "numba": numba.__version__, "platform": platform.platform(), "machine": platform.machine()}
 
 
 def run_demo(out_dir="runs/demo", *, seed=None, pretrain_steps=None, finetune_steps=None, task=None, progress=None,

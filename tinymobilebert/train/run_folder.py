@@ -35,12 +35,14 @@ Arguments:
   record (an error if they differ) before anything is written. ``start`` also removes what
   killed writes left (``.tmp`` files and checkpoint folders of processes no longer running).
 
-``run.json`` holds ``{"command", "settings", "facts", "changes"}``; ``read_run_record`` reads
-it (``evaluate`` uses it to rebuild the run's held-out data).
+``run.json`` holds ``{"command", "settings", "facts", "changes"}``: the settings the run has now,
+and the history of changes made on resume (``{setting: {"from", "to"}}`` per resume);
+``read_run_record`` reads it (``evaluate`` uses it to rebuild the run's held-out data).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -108,13 +110,12 @@ class RunFolder:
         unknown = sorted(set(given) - set(defaults))
         if unknown:
             raise TypeError(f"RunFolder: settings {unknown} are not in the defaults of {command!r}")
+        defaults = copy.deepcopy(defaults)  # the settings dict is the caller's to change
         self.path, self.command = os.fspath(out_dir), command
-        self.flags = {k: flags.get(k, "--" + k.replace("_", "-")) for k in defaults} if flags else \
-            {k: "--" + k.replace("_", "-") for k in defaults}
+        self.flags = {k: (flags or {}).get(k, "--" + k.replace("_", "-")) for k in defaults}
         self.safe = dict(safe_to_change) if isinstance(safe_to_change, dict) else {k: "" for k in safe_to_change}
         self.entries = RUN_ENTRIES + tuple(entries)
         self.kind, self.found = self._inspect()
-        self.overwrite = overwrite
         self.record = read_run_record(self.path) if self.kind == "run" else None
         self._check_claim(resume, overwrite)
         self.resuming = resume and self.kind == "run"
@@ -205,7 +206,7 @@ class RunFolder:
             changes = list(self.record["changes"])
             if self.changes:
                 changes.append({k: {"from": old, "to": new} for k, (old, new) in self.changes.items()})
-            record = {**self.record, "command": self.command, "changes": changes}
+            record = {**self.record, "command": self.command, "settings": self.settings, "changes": changes}
             notify(self.describe_resume())
         else:
             if self.new_despite_resume:

@@ -148,7 +148,7 @@ class Trainer:
         if self.resumed_from is None:
             self._start_fresh()
         model.train()
-        bar = Progress(self.progress, self.max_steps, st["step"], self.description, self.progress_every)
+        shown = Progress(self.progress, self.max_steps, st["step"], self.description, self.progress_every)
         start, last_train, tokens, t_window = time.perf_counter(), None, 0, time.perf_counter()
         last_dev = next((r for r in reversed(self.history) if r["split"] == "dev" and r["step"] == st["step"]), None)
         while st["step"] < self.max_steps:
@@ -178,7 +178,7 @@ class Trainer:
                                                  "(lower the learning rate or enable clipping)")
                     self._log(record)
                     last_train = record
-                bar.update(st["step"], last_train)
+                shown.update(st["step"], last_train)
                 if self.evaluate is not None and self.eval_every and st["step"] % self.eval_every == 0:
                     last_dev = self._run_eval()
                 if self.save_every and st["step"] % self.save_every == 0:
@@ -190,7 +190,7 @@ class Trainer:
                     raise ValueError("batches(epoch, start) produced no batch: the data is smaller than one batch")
                 st["epoch"] += 1
                 st["batch"] = 0
-        bar.close()
+        shown.close()
         if self.evaluate is not None and (last_dev is None or last_dev["step"] != st["step"]):
             last_dev = self._run_eval()
         if st["step"] != self._saved_step:
