@@ -4,9 +4,12 @@ A checkpoint is a folder ``{out}/checkpoints/step-{step:08d}/`` holding
 
     config.json, model.safetensors [, vocab.txt]   the model, as ``save_pretrained`` writes it
     optimizer.safetensors                           the optimizer's arrays (moments)
+    extra.safetensors                               arrays of the trainer's ``extra_state``
+                                                    objects, keyed "{name}/{key}" (when given)
     trainer_state.json                              step, epoch, position in the epoch, the
                                                     optimizer's scalars, the dropout generator's
-                                                    state, and anything the caller adds
+                                                    state, the extra state's scalars, and
+                                                    anything the caller adds
     manifest.json                                   every other file's size and SHA-256
 
 It is written into ``step-XXXXXXXX.tmp-<pid>``, the manifest last, and renamed into place only
@@ -40,6 +43,7 @@ LATEST = "latest"
 MANIFEST = "manifest.json"
 STATE_NAME = "trainer_state.json"
 OPTIMIZER_NAME = "optimizer.safetensors"
+EXTRA_NAME = "extra.safetensors"
 _FINAL = re.compile(r"^step-(\d+)$")
 _TEMP = re.compile(r"^step-\d+\.tmp-(\d+)$")
 
@@ -112,7 +116,20 @@ def prune_checkpoints(out_dir: str, keep: int) -> list[str]:
     return folders[:-keep]
 
 
-def save_training_checkpoint(out_dir, step, model, optimizer, state: dict, tokenizer=None, keep: int = 2) -> str:
+def _split_extra(extra_state: dict) -> tuple[dict, dict]:
+    """{name: obj} -> ({"name/key": array}, {name: {key: scalar}}) from each ``obj.state_dict()``."""
+    arrays, scalars = {}, {}
+    for name, obj in extra_state.items():
+        for key, value in obj.state_dict().items():
+            if isinstance(value, np.ndarray):
+                arrays[f"{name}/{key}"] = np.ascontiguousarray(value)
+            else:
+                scalars.setdefault(name, {})[key] = value.item() if isinstance(value, np.generic) else value
+    return arrays, scalars
+
+
+def save_training_checkpoint(out_dir, step, model, optimizer, state: dict, tokenizer=None, keep: int = 2,
+                             extra_state: dict | None = None) -> str:
     """Write checkpoint ``step`` (see the module notes); returns its folder."""
     root = checkpoint_dir(out_dir)
     os.makedirs(root, exist_ok=True)
@@ -129,7 +146,10 @@ def save_training_checkpoint(out_dir, step, model, optimizer, state: dict, token
     scalars = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in opt_state.items()
                if not isinstance(v, np.ndarray)}
     write_safetensors(os.path.join(tmp, OPTIMIZER_NAME), arrays)
-    full_state = dict(state, step=step, optimizer_scalars=scalars,
+    extra_arrays, extra_scalars = _split_extra(extra_state or {})
+    if extra_arrays:
+        write_safetensors(os.path.join(tmp, EXTRA_NAME), extra_arrays)
+    full_state = dict(state, step=step, optimizer_scalars=scalars, extra_scalars=extra_scalars,
                       dropout_rng=model.dropout_rng.bit_generator.state)
     write_json(os.path.join(tmp, STATE_NAME), full_state)
     write_manifest(tmp)  # last: a folder with a manifest is complete
@@ -165,7 +185,7 @@ def verify_checkpoint(folder: str) -> list[str]:
 
 
 def read_training_checkpoint(folder: str) -> dict:
-    """Every file of a checkpoint, read and parsed: {"tensors", "optimizer", "state"}.
+    """Every file of a checkpoint, read and parsed: {"tensors", "optimizer", "extra", "state"}.
 
     Raises ``DamagedFileError`` naming the file that cannot be read; changes nothing.
     """
@@ -175,18 +195,33 @@ def read_training_checkpoint(folder: str) -> dict:
     required = ("step", "epoch", "batch", "optimizer_scalars", "dropout_rng")
     if not isinstance(state, dict) or any(k not in state for k in required):
         raise DamagedFileError(os.path.join(folder, STATE_NAME), f"expected an object with the keys {list(required)}")
+    extra = os.path.join(folder, EXTRA_NAME)
     return {"tensors": read_safetensors_dir(folder), "optimizer": read_safetensors(os.path.join(folder, OPTIMIZER_NAME)),
-            "state": state}
+            "extra": read_safetensors(extra) if os.path.exists(extra) else {}, "state": state}
 
 
-def load_training_checkpoint(folder, model, optimizer) -> dict:
-    """Restore weights, optimizer state and the dropout generator; return the trainer state.
+def _extra_for(folder, extra_state: dict, arrays: dict, scalars: dict) -> dict:
+    """{name: state dict} for each of ``extra_state``'s objects, from the checkpoint's arrays and scalars."""
+    out = {}
+    for name in extra_state:
+        d = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.split("/", 1)[0] == name}
+        d.update(scalars.get(name, {}))
+        if not d:
+            raise ValueError(f"checkpoint {folder} holds no state for {name!r} (saved by another kind of run?)")
+        out[name] = d
+    return out
+
+
+def load_training_checkpoint(folder, model, optimizer, extra_state: dict | None = None) -> dict:
+    """Restore weights, optimizer state, the dropout generator and ``extra_state``'s objects;
+    return the trainer state.
 
     Every file is read and checked first; a failure names the file and leaves the model and the
     optimizer unchanged.
     """
     contents = read_training_checkpoint(folder)
     state = dict(contents["state"])
+    extra = _extra_for(folder, extra_state or {}, contents["extra"], state.pop("extra_scalars", {}))
     opt_state = dict(contents["optimizer"])
     opt_state.update(state.pop("optimizer_scalars"))
     rng = np.random.Generator(type(model.dropout_rng.bit_generator)())
@@ -203,6 +238,8 @@ def load_training_checkpoint(folder, model, optimizer) -> dict:
         model.store.data[...] = old_params  # all or nothing
         raise DamagedFileError(os.path.join(folder, OPTIMIZER_NAME), f"does not fit this optimizer ({e})") from None
     model.dropout_rng.bit_generator.state = rng.bit_generator.state
+    for name, obj in (extra_state or {}).items():
+        obj.load_state_dict(extra[name])
     return state
 
 
@@ -215,7 +252,8 @@ def _set_aside(folder: str) -> str:
     return damaged
 
 
-def load_newest_intact_checkpoint(out_dir: str, model, optimizer) -> tuple[str | None, dict | None]:
+def load_newest_intact_checkpoint(out_dir: str, model, optimizer, extra_state: dict | None = None
+                                  ) -> tuple[str | None, dict | None]:
     """Load the newest intact checkpoint of a run: ``(folder, trainer state)``, or ``(None, None)``
     when the run has no checkpoint yet.
 
@@ -234,7 +272,7 @@ def load_newest_intact_checkpoint(out_dir: str, model, optimizer) -> tuple[str |
             problems = verify_checkpoint(folder)
         if not problems:
             try:
-                return folder, load_training_checkpoint(folder, model, optimizer)
+                return folder, load_training_checkpoint(folder, model, optimizer, extra_state)
             except DamagedFileError as e:
                 problems = [f"{os.path.basename(e.path)}: {e.problem}"]
         moved = _set_aside(folder)

@@ -1,6 +1,9 @@
 """The training loop: steps, evaluation, logs, progress, checkpoints and exact resume.
 
-One step is ``zero_grad -> forward(**batch) -> backward() -> optimizer.step()``. Batches come
+One step is ``zero_grad -> step_fn(model, batch) -> optimizer.step()``, where the default
+``step_fn`` is ``forward(**batch) -> backward()``; a custom one (distillation, DynaBERT's
+sum over sub-networks, token dropping's importance update) computes the gradients its own way
+and returns the scalars to log (``"loss"`` at least). Batches come
 from a function ``batches(epoch, start_batch)`` that yields the batches of an epoch from a given
 position; it must be a pure function of its arguments (the data pipeline derives shuffling and
 masking from (seed, epoch)), so a resumed run sees exactly the batches the interrupted run would
@@ -44,6 +47,17 @@ def read_log(path) -> list[dict]:
     return records
 
 
+def default_step(model, batch) -> dict:
+    """forward(**batch) then backward(); logs the loss and, when the model reports them, its parts."""
+    out = model.forward(**batch)
+    model.backward()
+    logged = {"loss": out.loss}
+    for key in ("mlm_loss", "nsp_loss"):
+        if getattr(out, key, None) is not None:
+            logged[key] = getattr(out, key)
+    return logged
+
+
 class Trainer:
     """Run ``max_steps`` optimizer steps of ``model`` on ``batches``.
 
@@ -62,12 +76,19 @@ class Trainer:
         every ``progress_every`` steps; see ``progress.py``)
     progress_every : steps between plain progress lines (None: 5% of the run)
     keep_checkpoints : how many checkpoints to keep
+    step_fn : callable (model, batch) -> dict, optional
+        Fills the gradients of one step (they are zeroed before it; the optimizer steps after)
+        and returns the scalars to log, with at least "loss". Default: ``default_step``.
+    extra_state : dict name -> object, optional
+        More state to checkpoint and restore for an exact resume (a teacher's projection, token
+        importances, ...): each object has ``state_dict() -> {key: array or JSON scalar}`` and
+        ``load_state_dict(d)``.
     """
 
     def __init__(self, model, optimizer, batches: Callable[[int, int], Iterator[dict]], out_dir: str, *,
                  max_steps: int, evaluate=None, eval_every: int = 0, save_every: int = 0, log_every: int = 1,
                  tokenizer=None, progress=None, keep_checkpoints: int = 2, description: str = "train",
-                 progress_every: int | None = None):
+                 step_fn=None, extra_state: dict | None = None, progress_every: int | None = None):
         if max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {max_steps}")
         self.model, self.optimizer, self.batches = model, optimizer, batches
@@ -76,6 +97,8 @@ class Trainer:
         self.log_every, self.tokenizer, self.keep = max(1, int(log_every)), tokenizer, keep_checkpoints
         self.progress, self.progress_every = progress, progress_every
         self.description = description
+        self.step_fn = default_step if step_fn is None else step_fn
+        self.extra_state = dict(extra_state or {})
         self.state = {"step": 0, "epoch": 0, "batch": 0}
         self.history: list[dict] = []
         self.resumed_from = None  # the checkpoint folder resume() loaded ("" for none)
@@ -91,7 +114,7 @@ class Trainer:
         yet, says so and starts from step 0 with a fresh log.
         """
         remove_leftovers(self.out_dir)
-        folder, state = load_newest_intact_checkpoint(self.out_dir, self.model, self.optimizer)
+        folder, state = load_newest_intact_checkpoint(self.out_dir, self.model, self.optimizer, self.extra_state)
         if folder is None:
             notify(f"{self.out_dir} has no checkpoint yet: starting from step 0 with a fresh log")
             self._write_log([])
@@ -132,7 +155,7 @@ class Trainer:
     def _save(self) -> None:
         self._saved_step = self.state["step"]
         save_training_checkpoint(self.out_dir, self.state["step"], self.model, self.optimizer, dict(self.state),
-                                 tokenizer=self.tokenizer, keep=self.keep)
+                                 tokenizer=self.tokenizer, keep=self.keep, extra_state=self.extra_state)
 
     def _run_eval(self) -> dict:
         metrics = self.evaluate(self.model)
@@ -156,18 +179,15 @@ class Trainer:
             for batch in self.batches(st["epoch"], st["batch"]):
                 produced = True
                 model.zero_grad()
-                out = model.forward(**batch)
-                model.backward()
+                logged = self.step_fn(model, batch)
                 stats = opt.step()
                 st["step"] += 1
                 st["batch"] += 1
                 tokens += int(np.sum(batch["attention_mask"])) if "attention_mask" in batch else batch["input_ids"].size
                 if st["step"] % self.log_every == 0 or st["step"] == self.max_steps:
                     now = time.perf_counter()
-                    record = {"split": "train", "step": st["step"], "epoch": st["epoch"], "loss": float(out.loss)}
-                    for key in ("mlm_loss", "nsp_loss"):
-                        if getattr(out, key, None) is not None:
-                            record[key] = float(getattr(out, key))
+                    record = {"split": "train", "step": st["step"], "epoch": st["epoch"],
+                              **{k: float(v) for k, v in logged.items()}}
                     record["lr"] = float(stats["lr"])
                     if "grad_norm" in stats:
                         record["grad_norm"] = float(stats["grad_norm"])
