@@ -262,18 +262,19 @@ def make(out, steps, cfg=None, save_every=4):
     opt = AdamW(m.store, lr=1e-3, schedule=LinearWarmupDecay(2, 12), max_grad_norm=1.0)
     dropping = TokenDropping(TokenImportance(99, [1, 2, 3, 4], [0], beta=0.9), keep=0.5)
     return Trainer(m, opt, synthetic_batches, out, max_steps=steps, save_every=save_every, progress=False,
-                   hooks=[dropping]), dropping
+                   step_fn=dropping, extra_state={"token_importance": dropping}), dropping
 
 
-def test_the_hook_drops_tokens_and_learns(tmp_path):
+def test_the_step_drops_tokens_and_learns(tmp_path):
     trainer, dropping = make(tmp_path, 3)
     seen = []
     original = trainer.model.forward
     trainer.model.forward = lambda **b: seen.append(b) or original(**b)
     trainer.train()
-    assert all(b["keep_positions"].shape == (4, 5) for b in seen)
+    assert len(seen) == 3 and all(b["keep_positions"].shape == (4, 5) for b in seen)
     assert all(np.all(b["keep_positions"][:, :2] == [0, 1]) for b in seen)  # ties: earliest; [MASK] at 1
     assert dropping.importance.steps == 3 and (dropping.importance.counts > 0).sum() > 10
+    assert {"loss", "mlm_loss", "nsp_loss"} <= set(read_log(tmp_path)[-1])
 
 
 @pytest.mark.parametrize("cfg", [tiny(hidden_dropout_prob=0.1, num_hidden_layers=4),
@@ -371,32 +372,39 @@ def test_workflow_logs_held_out_metrics_with_and_without_dropping(tmp_path, corp
     r = wf.pretrain(tmp_path / "pre", corpus=corpus_file, vocab_size=300, config=SMALL, steps=6, batch_size=8,
                     max_length=32, warmup=2, eval_every=3, save_every=0, progress=False, token_dropping=0.5,
                     split_layer=0)
+    table = TokenImportance.load(tmp_path / "pre" / "token_importance.safetensors")
+    np.testing.assert_array_equal(table.scores, r["token_importance"].scores)
+    assert table.steps == 6
     dev = [x for x in read_log(tmp_path / "pre") if x["split"] == "dev"]
     assert [x["step"] for x in dev] == [3, 6]
     for x in dev:
         assert {"mlm_loss", "mlm_accuracy", "dropping_mlm_loss", "dropping_mlm_accuracy"} <= set(x)
     assert dev[-1]["mlm_loss"] != dev[-1]["dropping_mlm_loss"]  # split at 0: the two really differ
     assert r["token_importance"].steps == 6
-    assert json.loads((tmp_path / "pre" / "run.json").read_text())["token_dropping"] == 0.5
+    assert json.loads((tmp_path / "pre" / "run.json").read_text())["settings"]["token_dropping"] == 0.5
     model = MobileBertForPreTraining.from_pretrained(tmp_path / "pre" / "model")
     assert "token_dropping" not in json.loads((tmp_path / "pre" / "model" / "config.json").read_text())
     assert model.config.num_hidden_layers == 3
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--token-dropping", "1.5"], "--token-dropping must be a share of tokens kept in (0, 1]"),
-    (["--split-layer", "1"], "--split-layer needs --token-dropping"),
+@pytest.mark.parametrize("extra, status, message", [
+    (["--token-dropping", "1.5"], 2, "--token-dropping: must be a share of tokens kept in (0, 1], got '1.5'"),
+    (["--split-layer", "1"], 1, "error: --split-layer 1 needs --token-dropping"),
+    (["--token-dropping", "0.5", "--split-layer", "3"], 1, "error: --split-layer: split_layer must be an integer in "
+                                                           "[0, 2]"),
 ])
-def test_cli_errors(tmp_path, extra, message):
-    cmd = [sys.executable, "-m", "tinymobilebert", "pretrain", "--out", str(tmp_path / "x"), *extra]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-    assert out.returncode == 2 and message in out.stderr
+def test_cli_errors(tmp_path, corpus_file, extra, status, message):
+    cmd = [sys.executable, "-m", "tinymobilebert", "pretrain", "--out", str(tmp_path / "x"), "--corpus", corpus_file,
+           "--vocab-size", "300", *extra]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert out.returncode == status and message in out.stderr, out.stderr
+    assert not (tmp_path / "x" / "run.json").exists()  # refused before anything was written
 
 
 def test_a_split_layer_out_of_range_fails_before_training(tmp_path, corpus_file):
     from tinymobilebert import workflows as wf
 
-    with pytest.raises(ValueError, match="split_layer must be an integer in \\[0, 1\\]"):
+    with pytest.raises(ValueError, match="--split-layer: split_layer must be an integer in \\[0, 1\\]"):
         wf.pretrain(tmp_path / "pre", corpus=corpus_file, vocab_size=300, config=SMALL, steps=2, batch_size=8,
                     max_length=32, warmup=1, progress=False, token_dropping=0.5, split_layer=2)
 

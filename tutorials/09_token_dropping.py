@@ -95,11 +95,11 @@ print(f"{len(gold)} labelled positions; per-token losses vs by hand: max diff {l
 dropping = TokenDropping(importance, keep=0.5)
 opt = AdamW(model.store, lr=2e-3, schedule=LinearWarmupDecay(10, 10, end_factor=1.0), max_grad_norm=1.0)
 for k, batch in zip(range(LEARN_STEPS), data.batches(BATCH, 0)):
-    batch = dropping.before_forward({**batch, "mlm_positions": "labelled"})
+    batch = {**batch, "mlm_positions": "labelled", **dropping.plan_options(batch)}  # + keep_positions (B, k)
     model.zero_grad()
     out = model.forward(**batch)
-    dropping.after_forward(batch, out)
     model.backward()
+    dropping.learn(batch, out)  # importance.update(labels[labels != -100], out.mlm_token_losses)
     opt.step()
 print(importance.format_extremes(tok, n=8, min_count=5))
 
@@ -232,8 +232,9 @@ print(f"model gradcheck with token dropping: {len(model_report.checks)} tensors,
 # %% [markdown]
 # ## 3. A short pretraining run, with and without dropping
 #
-# The same model, data and seed; the only difference is the hook that picks each batch's kept
-# tokens and learns importance after the step. Held-out loss is measured without dropping (how
+# The same model, data and seed; the only difference is the training step: `TokenDropping` is
+# the loop above as a `Trainer` step function (select, forward, backward, learn), and its table
+# is checkpointed with the run (`extra_state`) so that a resumed run stays exact. Held-out loss is measured without dropping (how
 # the model will be used) and, for the dropping run, with it. At this size a step with dropping
 # costs ~0.8-0.85 of a plain one (`benchmarks/token_dropping.py` measures where the time goes);
 # whether the saving survives to equal *loss* is a question for the benchmark's longer runs.
@@ -247,7 +248,8 @@ for name in ("plain", "dropping"):
     hook = TokenDropping(TokenImportance.from_tokenizer(tok), keep=0.5) if name == "dropping" else None
     folder = tempfile.mkdtemp()
     trainer = Trainer(m, o, lambda e, s: ({**b, "mlm_positions": "labelled"} for b in data.batches(BATCH, e, s)),
-                      folder, max_steps=steps, save_every=steps, progress=False, hooks=[hook] if hook else ())
+                      folder, max_steps=steps, save_every=steps, progress=False, step_fn=hook,
+                      extra_state={"token_importance": hook} if hook else None)
     cpu = time.process_time()
     trainer.train()
     cpu = time.process_time() - cpu

@@ -2,8 +2,8 @@
 
 * ``TokenImportance``: one running MLM loss per vocabulary id, and top-k selection per sequence
   (``importance.py``);
-* ``TokenDropping``: the training-loop hook that selects before each forward pass and learns
-  after it, saved in checkpoints (``training.py``);
+* ``TokenDropping``: the training step (a ``Trainer`` ``step_fn``) that selects before the
+  forward pass and learns after it, checkpointed as ``extra_state`` (``training.py``);
 * ``layer_view``: which tokens each layer updated, printed or as a PNG (``view.py``).
 
 The split and merge themselves are a plan of the one encoder loop: ``model.forward(...,

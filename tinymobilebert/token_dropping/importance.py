@@ -190,7 +190,8 @@ class TokenImportance:
 
         The order: protected ids at real positions, then the other real tokens by score
         (highest first), then never-kept ids, then padding (attention_mask 0), whatever its id;
-        within a group, the earlier position first (the tie rule).
+        within a group, the earlier position first (the tie rule). So when a row holds more
+        protected tokens than k, its earliest ones are kept.
         """
         ids = self._check_ids(input_ids)
         B, T = ids.shape
@@ -256,13 +257,13 @@ class TokenImportance:
 
     # ------------------------------------------------------------------------------ state
     def state_dict(self) -> dict:
-        """Arrays only (saved beside a training checkpoint as safetensors)."""
+        """Arrays and scalars: what a training checkpoint saves (``Trainer(extra_state=...)``)."""
         return {"scores": self.scores.copy(), "counts": self.counts.copy(), "protected_ids": self.protected_ids.copy(),
-                "never_keep_ids": self.never_keep_ids.copy(), "init": np.array([self.init]),
-                "beta": np.array([self.beta]), "steps": np.array([self.steps], np.int64)}
+                "never_keep_ids": self.never_keep_ids.copy(), "init": self.init, "beta": self.beta,
+                "steps": self.steps}
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore ``state_dict()``'s arrays; the vocabulary and the special ids must match."""
+        """Restore ``state_dict()``; the vocabulary and the special ids must match."""
         scores = np.asarray(state["scores"], dtype=np.float64)
         if scores.shape != (self.vocab_size,):
             raise ValueError(f"token importance state is for a vocabulary of {scores.shape[0]} ids, "
@@ -271,7 +272,24 @@ class TokenImportance:
             if not np.array_equal(np.asarray(state[key]), getattr(self, key)):
                 raise ValueError(f"token importance state has {key} {np.asarray(state[key]).tolist()}, "
                                  f"this one {getattr(self, key).tolist()}")
+        scalar = lambda key: np.asarray(state[key]).reshape(-1)[0]  # noqa: E731 (a number, or one from a file)
         self.scores[...] = scores
         self.counts[...] = np.asarray(state["counts"], dtype=np.int64)
-        self.init, self.beta = float(state["init"][0]), float(state["beta"][0])
-        self.steps = int(state["steps"][0])
+        self.init, self.beta, self.steps = float(scalar("init")), float(scalar("beta")), int(scalar("steps"))
+
+    def save(self, path) -> None:
+        """Write the table to a safetensors file (atomically; scalars as one-element arrays)."""
+        from ..checkpoint import write_safetensors
+
+        write_safetensors(path, {k: v if isinstance(v, np.ndarray) else np.array([v])
+                                 for k, v in self.state_dict().items()})
+
+    @classmethod
+    def load(cls, path) -> "TokenImportance":
+        """A table written by ``save`` (e.g. a pretraining run's ``token_importance.safetensors``)."""
+        from safetensors.numpy import load_file
+
+        state = load_file(path)
+        imp = cls(len(state["scores"]), state["protected_ids"].tolist(), state["never_keep_ids"].tolist())
+        imp.load_state_dict(state)
+        return imp

@@ -6,14 +6,18 @@ Per step (Hou et al. 2022; the original's ``TokenDropMaskedLMTask.train_step``):
 
     idx = importance.select(input_ids, attention_mask, keep)        (B, k)   before the forward pass
     out = model.forward(..., keep_positions=idx, split_layer=s)               the plan of ``model.plan``
+    model.backward()
     importance.update(labels[labels != -100], out.mlm_token_losses)  (M,)    after it, training only
 
-``TokenDropping`` is a ``Trainer`` hook doing exactly that (``before_forward``,
-``after_forward``), and its ``state_dict`` goes into every training checkpoint, so a resumed
-run selects the same tokens as one never interrupted. Held-out evaluation does not learn:
-``with_dropping(batches)`` only adds the kept positions, so the same held-out batches can be
-scored with and without dropping. The model itself stays a plain model: nothing about dropping
-is stored in its weights or config.
+``TokenDropping`` is that step, as a ``Trainer`` step function (``step_fn``), and the state to
+checkpoint with it (``extra_state``), so a resumed run selects the same tokens as one never
+interrupted:
+
+    Trainer(model, opt, batches, out, ..., step_fn=dropping, extra_state={"token_importance": dropping})
+
+Held-out evaluation does not learn: ``with_dropping(batches)`` only adds the kept positions, so
+the same held-out batches can be scored with and without dropping. The model stays a plain
+model: nothing about dropping is stored in its weights or config.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from .importance import TokenImportance
 
 
 class TokenDropping:
-    """Pick kept positions before each forward pass; update importance after it.
+    """A training step with token dropping, and its importance table's state.
 
     Parameters
     ----------
@@ -37,8 +41,6 @@ class TokenDropping:
         The split layer, counted in executed layers (default L/2 - 1).
     """
 
-    name = "token_importance"  # the checkpoint file: token_importance.safetensors
-
     def __init__(self, importance: TokenImportance, keep=None, k=None, split_layer=None):
         if not isinstance(importance, TokenImportance):
             raise TypeError(f"importance must be a TokenImportance, got {type(importance).__name__}")
@@ -50,17 +52,27 @@ class TokenDropping:
         idx = self.importance.select(batch["input_ids"], batch.get("attention_mask"), keep=self.keep, k=self.k)
         return {"keep_positions": idx, "split_layer": self.split_layer}
 
-    # ------------------------------------------------------------------------------ Trainer hook
-    def before_forward(self, batch: dict) -> dict:
-        return {**batch, **self.plan_options(batch)}
-
-    def after_forward(self, batch: dict, out) -> None:
-        """Learn from the step's per-token MLM losses (needs the batch's ``labels``)."""
-        if "labels" not in batch or out.mlm_token_losses is None:
+    def learn(self, batch: dict, out) -> int:
+        """Update importance from a training step's per-token MLM losses (needs the batch's labels)."""
+        if "labels" not in batch or getattr(out, "mlm_token_losses", None) is None:
             raise ValueError("token dropping learns importance from MLM losses: the batch needs labels")
         labels = np.asarray(batch["labels"])
-        self.importance.update(labels[labels != -100], out.mlm_token_losses)
+        return self.importance.update(labels[labels != -100], out.mlm_token_losses)
 
+    def __call__(self, model, batch: dict) -> dict:
+        """One step's gradients (the ``Trainer``'s ``step_fn``): select, forward, backward, learn.
+        Returns the scalars to log."""
+        batch = {**batch, **self.plan_options(batch)}
+        out = model.forward(**batch)
+        model.backward()
+        self.learn(batch, out)
+        logged = {"loss": out.loss}
+        for key in ("mlm_loss", "nsp_loss"):
+            if getattr(out, key, None) is not None:
+                logged[key] = getattr(out, key)
+        return logged
+
+    # ------------------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
         return self.importance.state_dict()
 
