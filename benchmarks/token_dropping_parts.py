@@ -274,6 +274,10 @@ def render(saved: dict, out_dir: str) -> str:
                          f"{_mean_sd([r['loss_at_plain_steps'] for _, r in rows], '{:.3f}')} |")
         _plot_loss(loss, os.path.join(out_dir, "token_dropping_loss.png"))
         lines += ["", "![held-out loss vs CPU seconds](token_dropping_loss.png)", ""]
+    notes = os.path.join(out_dir, "token_dropping_notes.md")  # the reading of the numbers, written by hand
+    if os.path.isfile(notes):
+        with open(notes) as f:
+            lines += ["## What the numbers say", "", f.read().strip(), ""]
     text = "\n".join(lines) + "\n"
     with open(os.path.join(out_dir, "token_dropping.md"), "w") as f:
         f.write(text)

@@ -212,6 +212,7 @@ class TokenImportance:
         None (no padding). ``keep`` a ratio in (0, 1] (k = ceil(keep * T), at least 1; default
         0.5) or ``k`` a count in [1, T], one k for the whole batch. Top-k by ``ranking``'s order:
         protected ids first, padding never ahead of a real token, ties to the earlier position.
+        A row with fewer than k real tokens keeps all of them, then padding.
         """
         ids = self._check_ids(input_ids)
         kk = self.keep_count(ids.shape[1], keep, k)
