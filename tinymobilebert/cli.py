@@ -1,4 +1,4 @@
-"""The command line: ``python -m tinymobilebert {demo,pretrain,finetune,evaluate,plot,bench}``.
+"""The command line: ``python -m tinymobilebert {demo,pretrain,finetune,evaluate,plot,bench,inspect}``.
 
 Every sub-command has ``--help``. The work itself lives in ``workflows`` and ``demo``; this file
 only turns arguments into calls.
@@ -22,6 +22,22 @@ def _add_common(p, steps, lr, warmup):
     p.add_argument("--seed", type=int, default=0, help="seeds data, masking, initialisation, dropout (default 0)")
     p.add_argument("--eval-every", type=int, default=100, help="evaluate every N steps (default 100)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_threads(p)
+
+
+def _threads(text):
+    from .threads import check_policy
+
+    try:
+        return check_policy(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _add_threads(p):
+    p.add_argument("--threads", default="auto", type=_threads, metavar="N|auto",
+                   help="threads for BLAS and the kernels: a number, or 'auto' (default) to pick the fastest by "
+                        "timing steps as the machine's load changes; a fixed number gives bit-identical reruns")
 
 
 def _config_overrides(text):
@@ -52,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--finetune-steps", type=int, default=None, help="override the fine-tuning length")
     p.add_argument("--task", default="word_order", help="fine-tuning task (default word_order)")
     p.add_argument("--no-progress", action="store_true")
+    _add_threads(p)
 
     p = sub.add_parser("pretrain", help="pretrain a MobileBERT with MLM and NSP",
                        description="Pretrain on the built-in corpus or your text. Resumable: rerun with --resume.")
@@ -97,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("bench", help="benchmarks against PyTorch and the NumPy twins (see benchmarks/README.md)",
                    add_help=False)
+    sub.add_parser("inspect", help="per-layer activation statistics of a model directory, NaN/inf and "
+                                   "float16/int8 range warnings", add_help=False)
     return parser
 
 
@@ -107,8 +126,16 @@ def main(argv=None) -> int:
 
         bench_main(argv[1:])  # returns the results dict, not an exit status
         return 0
+    if argv and argv[0] == "inspect":
+        from .inspection import main as inspect_main
+
+        return inspect_main(argv[1:])
     args = build_parser().parse_args(argv)
     progress = False if getattr(args, "no_progress", False) else None
+    if getattr(args, "threads", None) is not None:
+        from .threads import set_default_policy
+
+        set_default_policy(args.threads)  # every Trainer of this run (tinymobilebert.threads)
     if args.command == "demo":
         from .demo import run_demo
 

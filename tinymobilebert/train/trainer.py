@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from ..atomic import atomic_write
+from ..diagnostics import check_gradients, check_loss, check_parameters
+from ..threads import default_policy, for_training
 from .checkpoints import latest_checkpoint, load_training_checkpoint, save_training_checkpoint
 
 LOG_NAME = "log.jsonl"
@@ -57,11 +59,20 @@ class Trainer:
     tokenizer : saved with each checkpoint when given
     progress : bool or None (None: a progress bar when stderr is a terminal)
     keep_checkpoints : how many checkpoints to keep
+    threads : None, int or "auto"
+        Threads for BLAS and the kernels during ``train()`` (restored after): a number, or "auto"
+        to pick the fastest count by timing steps and re-check as the machine's load changes
+        (``tinymobilebert.threads``; results then differ in the last bits from a fixed count).
+        None: ``threads.default_policy()`` (the command line sets "auto"; else unchanged).
+
+    A NaN or inf loss or gradient stops the run before the update with a ``NonFiniteError``
+    (a ``FloatingPointError``) naming the first non-finite layer and block, or the gradients;
+    a checkpoint is never written with non-finite weights, so the last one on disk is good.
     """
 
     def __init__(self, model, optimizer, batches: Callable[[int, int], Iterator[dict]], out_dir: str, *,
                  max_steps: int, evaluate=None, eval_every: int = 0, save_every: int = 0, log_every: int = 1,
-                 tokenizer=None, progress=None, keep_checkpoints: int = 2, description: str = "train"):
+                 tokenizer=None, progress=None, keep_checkpoints: int = 2, description: str = "train", threads=None):
         if max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {max_steps}")
         self.model, self.optimizer, self.batches = model, optimizer, batches
@@ -70,6 +81,7 @@ class Trainer:
         self.log_every, self.tokenizer, self.keep = max(1, int(log_every)), tokenizer, keep_checkpoints
         self.progress = sys.stderr.isatty() if progress is None else progress
         self.description = description
+        self.threads = threads
         self.state = {"step": 0, "epoch": 0, "batch": 0}
         self.history: list[dict] = []
         os.makedirs(out_dir, exist_ok=True)
@@ -97,6 +109,7 @@ class Trainer:
             f.flush()
 
     def _save(self) -> None:
+        check_parameters(self.model, f"saving the checkpoint of step {self.state['step']}")
         save_training_checkpoint(self.out_dir, self.state["step"], self.model, self.optimizer, dict(self.state),
                                  tokenizer=self.tokenizer, keep=self.keep)
 
@@ -110,6 +123,10 @@ class Trainer:
     # ------------------------------------------------------------------------------ loop
     def train(self) -> dict:
         """Run until ``max_steps``; returns {"steps", "seconds", "last_train", "last_dev"}."""
+        with for_training(self.threads if self.threads is not None else default_policy()) as pace:
+            return self._train(pace)
+
+    def _train(self, pace) -> dict:
         model, opt, st = self.model, self.optimizer, self.state
         model.train()
         bar = None
@@ -122,10 +139,14 @@ class Trainer:
             produced = False
             for batch in self.batches(st["epoch"], st["batch"]):
                 produced = True
+                pace.before_step()  # the thread count for this step (fixed, or chosen by timing)
                 model.zero_grad()
                 out = model.forward(**batch)
+                check_loss(model, out, st["step"] + 1)  # NaN/inf: stop, naming the first non-finite block
                 model.backward()
+                check_gradients(model, st["step"] + 1)  # before the update: the weights stay finite
                 stats = opt.step()
+                pace.after_step(batch["input_ids"].size)
                 st["step"] += 1
                 st["batch"] += 1
                 tokens += int(np.sum(batch["attention_mask"])) if "attention_mask" in batch else batch["input_ids"].size
@@ -139,10 +160,9 @@ class Trainer:
                     if "grad_norm" in stats:
                         record["grad_norm"] = float(stats["grad_norm"])
                     record["tokens_per_second"] = tokens / max(now - t_window, 1e-9)
+                    if pace.threads is not None:
+                        record["threads"] = pace.threads
                     tokens, t_window = 0, now
-                    if not np.isfinite(record["loss"]):
-                        raise FloatingPointError(f"loss became {record['loss']} at step {st['step']} "
-                                                 "(lower the learning rate or enable clipping)")
                     self._log(record)
                     if bar is not None:
                         bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_second']:.0f}")
