@@ -72,6 +72,30 @@ def test_norm_forward_backward(dtype, layer_norm, N, C, seed, with_bias, with_re
         close(x, y, dtype, name, scale=max(terms, sums.get(name, 0.0)))
 
 
+@pytest.mark.parametrize("offset", [1e3, 3e4, -2e4])
+@pytest.mark.parametrize("split", [False, True])
+def test_layernorm_statistics_are_float64(offset, split, monkeypatch):
+    """float32 rows far from zero (a large common offset, unit spread): the kernel's mean and
+    rstd are within 1 ulp of the float64 statistics of the same float32 values. Summed in float32
+    the mean of 512 values near 3e4 is off by tens of ulps; the tolerance above (2e-5 relative)
+    cannot see that, 1 ulp does."""
+    if split:
+        monkeypatch.setenv("TINYMOBILEBERT_NUM_THREADS", "3")
+        monkeypatch.setattr(_jit, "MODEL_SPLIT_NS", 1.0)
+    rng = np.random.default_rng(0)
+    N, C = 64, 512
+    h = (offset + rng.standard_normal((N, C))).astype(np.float32)
+    gamma, beta = np.ones(C, np.float32), np.zeros(C, np.float32)
+    _, z, mean, rstd = norms.norm_forward.numba(h, None, None, gamma, beta, 1e-5, True)
+    z64 = z.astype(np.float64)
+    mean64 = z64.mean(axis=1)
+    rstd64 = 1.0 / np.sqrt(((z64 - mean64[:, None]) ** 2).mean(axis=1) + 1e-5)
+    for what, got, ref in (("mean", mean, mean64), ("rstd", rstd, rstd64)):
+        ref32 = ref.astype(np.float32)
+        ulps = np.abs(got.astype(np.float64) - ref32) / np.spacing(np.abs(ref32)).astype(np.float64)
+        assert got.dtype == np.float32 and ulps.max() <= 1.0, f"{what}: {ulps.max():.1f} ulps off"
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("act", sorted(set(activations.ACT_CODES.values())))
 @given(N=rows, C=cols, seed=seeds, with_bias=st.booleans(), scale=st.sampled_from([0.1, 3.0, 30.0]))
