@@ -12,6 +12,7 @@ from tinymobilebert import benchmark
 from tinymobilebert.benchmark.contention import IMPLS, competitor, contention_ratios, format_contention, run_contention
 from tinymobilebert.benchmark.report import format_report
 from tinymobilebert.benchmark.workers import worker_step
+from tinymobilebert.threads import get_threads, restored
 
 
 def test_competitor_runs_and_is_stopped():
@@ -27,10 +28,14 @@ def test_competitor_runs_and_is_stopped():
 
 
 def test_worker_step_with_auto_threads_reports_its_choice():
-    e = worker_step({"impl": "tinymobilebert", "size": "micro", "mode": "train", "warmup": 1, "repeats": 2,
-                     "threads": "auto"})
+    before = get_threads()
+    with restored():  # a worker owns its process's threads; here it shares ours
+        e = worker_step({"impl": "tinymobilebert", "size": "micro", "mode": "train", "warmup": 1, "repeats": 2,
+                         "threads": "auto"})
     assert e["time"]["n"] == 2 and e["threads_chosen"] >= 1
     assert e["thread_events"] and e["thread_events"][0]["reason"] in ("start", "one candidate")
+    assert get_threads() == before
+
 
 
 def fake_step(spec):
