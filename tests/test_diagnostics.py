@@ -121,7 +121,8 @@ def test_export_warning_rules():
 
     def warnings_at(target):  # scale the block's output so its max|x| is ``target``
         m.params[gamma][:] *= target / size
-        found = {(lv, s.where, s.block, s.tensor): msg for lv, s, msg in export_warnings(activation_stats(m, **batch(cfg)))}
+        stats = activation_stats(m, **batch(cfg))
+        found = {(lv, s.where, s.block, s.tensor): msg for lv, s, msg in export_warnings(stats)}
         m.params[gamma][:] *= size / target
         return found
 
@@ -132,7 +133,8 @@ def test_export_warning_rules():
     s = ActivationStats("layer 0", "intermediate", "pre-activation", (4, 8), 33.0, 0.0, 1.0, 0, 0, 0)
     assert [(lv, msg[:5]) for lv, _, msg in export_warnings([s])] == [("warning", "int8:")]
     assert export_warnings([ActivationStats("layer 0", "x", "output", (4, 8), 31.0, 0.0, 1.0, 0, 0, 0)]) == []
-    assert export_warnings([ActivationStats("layer 0", "attention.self", "probs", (4, 8), 1.0, 0.0, 0.01, 0, 0, 0)]) == []
+    probs = ActivationStats("layer 0", "attention.self", "probs", (4, 8), 1.0, 0.0, 0.01, 0, 0, 0)
+    assert export_warnings([probs]) == []
     assert export_warnings([ActivationStats("layer 0", "x", "output", (4, 8), 1.0, 0.0, 1.0, 1, 0, 0)])[0][0] == "error"
 
 

@@ -321,8 +321,9 @@ def _layout(n):
 def test_sgd(dtype, n, seed, plan, momentum, grad_scale):
     rng = np.random.default_rng(seed)
     s0, s1 = _layout(n)
-    p, g = poison(rng.standard_normal(n).astype(dtype), plan[0], rng), poison(rng.standard_normal(n).astype(dtype), plan[1], rng)
-    buf = poison(rng.standard_normal(n).astype(dtype), plan[2], rng) if momentum else np.empty(0, dtype)
+    r = lambda: rng.standard_normal(n).astype(dtype)  # noqa: E731
+    p, g = poison(r(), plan[0], rng), poison(r(), plan[1], rng)
+    buf = poison(r(), plan[2], rng) if momentum else np.empty(0, dtype)
     (_, fast), (_, twin) = both("sgd_update", p, g, buf, s0, s1, np.array([0.1, 0.01]), np.array([0.99, 1.0]),
                                 momentum, grad_scale)
     same_nonfinite(fast[0], twin[0], "param")

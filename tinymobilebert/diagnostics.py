@@ -307,7 +307,8 @@ def export_warnings(stats) -> list[tuple[str, ActivationStats, str]]:
         if s.max_abs > FLOAT16_MAX:
             found.append(("error", s, f"float16: max|x| = {s.max_abs:.4g} overflows (> {FLOAT16_MAX:.0f})"))
         elif s.max_abs > FLOAT16_NEAR:
-            found.append(("warning", s, f"float16: max|x| = {s.max_abs:.4g} is within 16x of the limit {FLOAT16_MAX:.0f}"))
+            found.append(("warning", s, f"float16: max|x| = {s.max_abs:.4g} is within 16x of the limit "
+                                        f"{FLOAT16_MAX:.0f}"))
         if s.tensor != "probs" and s.std > 0 and s.max_abs > INT8_OUTLIER_RATIO * s.std:
             found.append(("warning", s, f"int8: max|x| = {s.max_abs:.4g} is {s.max_abs / s.std:.0f} std "
                                         f"(> {INT8_OUTLIER_RATIO:.0f}): a per-tensor scale leaves the bulk few levels"))

@@ -69,7 +69,10 @@ def inspect_model(path, texts=None, max_length=64, seed=0) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tinymobilebert inspect", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m tinymobilebert inspect",
+                                 description="A model directory's activations, layer by layer: max |x|, mean, std, "
+                                             "NaN/inf, and where float16 or int8 export would break. Exit status 1 "
+                                             "when anything is non-finite.")
     ap.add_argument("--model", required=True, help="a model directory (config.json + model.safetensors)")
     ap.add_argument("--text", action="append", default=None,
                     help="a text to run (repeat for several; default: two built-in sentences)")
