@@ -120,6 +120,11 @@ def format_report(res) -> str:
                 f"{j['signatures_after_step']}" + (_mark(j['import_s'] + j['first_step_s'] <= TARGET_WARM_FIRST_STEP_S)
                                                    if kind == "warm" else ""))
     lines.extend(format_token_dropping(res))
+    if res.get("contention"):
+        from .contention import format_contention
+
+        add("")
+        lines.extend(format_contention(res["contention"], rat.get("contention", {})))
     errors = [f"{size} {k}: {e['error']}" for size, st in res["steps"].items() for k, e in st.items()
               if isinstance(e, dict) and "error" in e]
     if "error" in res.get("matmul_peak", {}):

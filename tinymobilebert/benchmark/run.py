@@ -9,6 +9,7 @@ import tempfile
 
 import numpy as np
 
+from .contention import contention_ratios, run_contention
 from .measure import DEFAULT_SIZES, IMPLS, MLM_FRACTION, MODES, SIZES, TARGET_INFER_VS_TORCH, TARGET_KERNEL_SPEEDUP, TARGET_PAPER_FRACTION_OF_PEAK, TARGET_TRAIN_VS_TORCH, TARGET_WARM_FIRST_STEP_S, TORCH_SKIPPED, cpu_pressure_avg10, size_config, summarize, wait_until_quiet
 from .token_dropping import merge_token_dropping, token_dropping_targets
 from .workers import run_worker
@@ -90,24 +91,35 @@ def merge_rounds(a: dict, b: dict) -> dict:
 
 
 def run_benchmark(sizes=DEFAULT_SIZES, impls=IMPLS, repeats=None, quick=False, threads=None, kernels=True,
-                  jit=True, wait_quiet=0.0, rounds=1, log=print, token_dropping=True) -> dict:
+                  jit=True, wait_quiet=0.0, rounds=1, log=print, contention=(), competitor="spin",
+                  token_dropping=True) -> dict:
     """Run everything; returns the raw results and the ratios (see ``ratios``).
 
     ``rounds``: run the whole sweep of steps (and kernels) this many times, interleaved, and pool
     the samples, so a slow spell on a shared machine does not land on one implementation only.
     ``wait_quiet``: before each measurement, wait up to this many seconds for the machine's CPU
-    pressure to fall below 10% (see ``wait_until_quiet``). ``token_dropping``: also time our
-    training step with token dropping against plain (``benchmark.token_dropping``).
+    pressure to fall below 10% (see ``wait_until_quiet``).
+    ``threads``: a number for every implementation, or "auto": ours choose by timing steps
+    (``tinymobilebert.threads``), PyTorch runs at the usable CPUs.
+    ``contention``: sizes whose training step is also measured with one ``competitor`` process
+    busy (``benchmark.contention``).
+    ``token_dropping``: also time our training step with token dropping against plain
+    (``benchmark.token_dropping``).
     """
-    threads = threads or len(os.sched_getaffinity(0))
+    auto = threads == "auto"
+    threads = len(os.sched_getaffinity(0)) if (auto or not threads) else int(threads)
     have_torch = torch_available()
     res = {"machine": machine_info(threads), "settings": {"sizes": list(sizes), "impls": list(impls),
-           "quick": quick, "repeats": repeats, "rounds": rounds, "threads": threads, "dtype": "float32",
-           "wait_quiet_s": wait_quiet}, "steps": {}}
+           "quick": quick, "repeats": repeats, "rounds": rounds, "threads": "auto" if auto else threads,
+           "dtype": "float32", "wait_quiet_s": wait_quiet, "contention": list(contention), "competitor": competitor},
+           "steps": {}}
+
+    def wait():
+        return wait_until_quiet(wait_quiet) if wait_quiet else {"cpu_pressure_avg10": cpu_pressure_avg10()}
 
     def measure(kind, spec, **env):
         """``run_worker``, after a quiet moment if asked; notes the CPU pressure before it."""
-        quiet = wait_until_quiet(wait_quiet) if wait_quiet else {"cpu_pressure_avg10": cpu_pressure_avg10()}
+        quiet = wait()
         return {**run_worker(kind, spec, threads, **env), "before": quiet}
 
     def record(where: dict, key: str, entry: dict):
@@ -136,7 +148,7 @@ def run_benchmark(sizes=DEFAULT_SIZES, impls=IMPLS, repeats=None, quick=False, t
                         continue
                     log(f"[bench] round {rnd + 1}/{rounds} {size:5s} {impl:14s} {mode} x{reps}")
                     spec = {"impl": impl, "size": size, "mode": mode, "warmup": warm, "repeats": reps,
-                            "threads": threads}
+                            "threads": "auto" if auto and impl != "pytorch" else threads}
                     record(res["steps"][size], f"{impl}/{mode}", measure("step", spec))
             if token_dropping and "tinymobilebert" in impls:
                 log(f"[bench] round {rnd + 1}/{rounds} {size:5s} token dropping vs plain x{reps}")
@@ -148,6 +160,17 @@ def run_benchmark(sizes=DEFAULT_SIZES, impls=IMPLS, repeats=None, quick=False, t
             log(f"[bench] round {rnd + 1}/{rounds} kernels at the shapes of {ksize}")
             record(res, "kernels", measure("kernels", {"size": ksize, "budget_s": 0.05 if quick else 0.3,
                                                         "min_reps": 1 if quick else 3}))
+        if contention:
+            cont = run_contention(contention, threads, competitor, lambda spec: run_worker("step", spec, threads),
+                                  wait, None if "pytorch" in impls and have_torch else
+                                  ("skipped (not in --impls)" if have_torch else TORCH_SKIPPED), quick, repeats, log)
+            if "contention" in res:  # pool the rounds, entry by entry
+                for size in contention:
+                    for impl, e in cont[size].items():
+                        old = res["contention"][size][impl]
+                        if "skipped" not in e:
+                            cont[size][impl] = {k: merge_rounds(old[k], e[k]) for k in ("quiet", "busy")}
+            res["contention"] = cont
     if jit:
         with tempfile.TemporaryDirectory(prefix="tmb-numba-cache-") as cache:
             log("[bench] JIT cold (empty NUMBA_CACHE_DIR)")
@@ -217,6 +240,10 @@ def ratios(res):
                    at_most=False)
     for name, value, limit in token_dropping_targets(res):
         target(name, value, limit)
+    if "contention" in res:
+        out["contention"], cont_targets = contention_ratios(res["contention"])
+        for name, value, limit in cont_targets:
+            target(name, value, limit)
     warm = res.get("jit", {}).get("warm", {})
     if "import_s" in warm:
         target("warm import + first tiny step <= 3 s", warm["import_s"] + warm["first_step_s"], TARGET_WARM_FIRST_STEP_S)
