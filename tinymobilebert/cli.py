@@ -1,4 +1,4 @@
-"""The command line: ``python -m tinymobilebert {demo,pretrain,finetune,evaluate,plot,bench}``.
+"""The command line: ``python -m tinymobilebert {demo,pretrain,distill,finetune,evaluate,plot,bench}``.
 
 Every sub-command has ``--help``. The work itself lives in ``workflows`` and ``demo``; this file
 only turns arguments into calls.
@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus", default=None, help="a .txt/.md file or a folder of them (default: built-in corpus)")
     p.add_argument("--vocab", default=None, help="a vocab.txt (or folder holding one); default: train one")
     p.add_argument("--vocab-size", type=int, default=4000, help="size of the trained vocabulary (default 4000)")
+    p.add_argument("--model", default="mobilebert_small_student", metavar="PRESET",
+                   help="a config preset: mobilebert_small_student (default), its teacher ib_bert_small_teacher, "
+                        "or any of tinymobilebert.config.PRESETS")
     p.add_argument("--config", default=None, type=_config_overrides,
                    help='MobileBertConfig fields as JSON (a file or inline, e.g. \'{"num_hidden_layers": 6}\')')
     p.add_argument("--optimizer", choices=["adamw", "lamb"], default="adamw")
@@ -95,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="curves.png", help="the PNG to write (default curves.png)")
     p.add_argument("--smooth", type=int, default=20, help="moving-average window for training losses")
 
+    from .distill.cli import add_parser as add_distill_parser
+
+    add_distill_parser(sub)
+
     sub.add_parser("bench", help="benchmarks against PyTorch and the NumPy twins (see benchmarks/README.md)",
                    add_help=False)
     return parser
@@ -115,10 +122,20 @@ def main(argv=None) -> int:
         run_demo(args.out, seed=args.seed, pretrain_steps=args.pretrain_steps, finetune_steps=args.finetune_steps,
                  task=args.task, progress=progress)
         return 0
+    if args.command == "distill":
+        from .distill.cli import run as run_distill
+
+        try:
+            run_distill(args)
+        except (ValueError, FileNotFoundError) as e:  # bad input: one line, no traceback
+            print(f"python -m tinymobilebert distill: error: {e}", file=sys.stderr)
+            return 2
+        return 0
     from . import workflows as wf
 
     if args.command == "pretrain":
-        r = wf.pretrain(args.out, corpus=args.corpus, vocab=args.vocab, vocab_size=args.vocab_size, config=args.config,
+        r = wf.pretrain(args.out, corpus=args.corpus, vocab=args.vocab, vocab_size=args.vocab_size, model=args.model,
+                        config=args.config,
                         steps=args.steps, batch_size=args.batch_size, max_length=args.max_length, lr=args.lr,
                         warmup=args.warmup, optimizer=args.optimizer, seed=args.seed, eval_every=args.eval_every,
                         save_every=args.save_every, resume=args.resume, progress=progress, nsp=not args.no_nsp)

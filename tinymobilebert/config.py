@@ -315,5 +315,33 @@ def bert_tiny(**overrides) -> MobileBertConfig:
                         "intra_bottleneck_size": 32, "max_position_embeddings": 64, **overrides})
 
 
+# The laptop-scale pair of the demo and of ``distill``: the same inter-block width (128), head
+# count (4), depth (4), embedding width (64) and vocabulary (set at run time to the trained
+# WordPiece vocabulary's size), as MobileBERT and IB-BERT_LARGE share theirs, so feature maps and
+# attentions pair one to one and the embeddings and heads copy across. With the demo's ~4000
+# words the student has 1.03M parameters and the teacher 2.42M (the student has 0.42x).
+
+
+def mobilebert_small_student(**overrides) -> MobileBertConfig:
+    """The laptop-scale MobileBERT student: 128 between blocks, 64 inside, 4 layers, 2 stacked FFNs.
+
+    Mean pooling for classifiers (fine-tunes small models from little data markedly better).
+    """
+    return mobilebert(**{"vocab_size": 4000, "hidden_size": 128, "embedding_size": 64, "intra_bottleneck_size": 64,
+                         "num_attention_heads": 4, "intermediate_size": 256, "num_hidden_layers": 4,
+                         "num_feedforward_networks": 2, "max_position_embeddings": 128,
+                         "classifier_pooling": "mean", **overrides})
+
+
+def ib_bert_small_teacher(**overrides) -> MobileBertConfig:
+    """The laptop-scale IB-BERT teacher of ``mobilebert_small_student``: 128 between blocks, 192
+    inside (an inverted bottleneck), one FFN of 768, LayerNorm, GELU, 4 layers, 4 heads."""
+    return ib_bert_large(**{"vocab_size": 4000, "hidden_size": 128, "embedding_size": 64,
+                            "intra_bottleneck_size": 192, "num_attention_heads": 4, "intermediate_size": 768,
+                            "num_hidden_layers": 4, "max_position_embeddings": 128, "classifier_pooling": "mean",
+                            **overrides})
+
+
 PRESETS = {f.__name__: f for f in (mobilebert, mobilebert_tiny, ib_bert_large, bert_base,
-                                   tiny, ib_bert_tiny, bert_tiny)}
+                                   tiny, ib_bert_tiny, bert_tiny, mobilebert_small_student,
+                                   ib_bert_small_teacher)}

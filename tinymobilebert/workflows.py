@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from .checkpoint import write_json
-from .config import MobileBertConfig
+from .config import PRESETS, MobileBertConfig, mobilebert_small_student
 from .data import (PretrainingData, builtin_corpus, encode_examples, example_batches, load_corpus, load_glue,
                    next_sentence_task, sentence_order_task, train_dev_split, word_order_task)
 from .data.bow import bow_baseline
@@ -33,12 +33,16 @@ TASKS = {"word_order": word_order_task, "next_sentence": next_sentence_task, "se
 
 
 def small_mobilebert(vocab_size: int, **overrides) -> MobileBertConfig:
-    """The small MobileBERT the demo trains: the student's layout (bottleneck, shared Q/K input,
-    stacked FFNs, NoNorm, ReLU) at laptop scale."""
-    base = dict(vocab_size=vocab_size, hidden_size=128, embedding_size=64, intra_bottleneck_size=64,
-                num_attention_heads=4, intermediate_size=256, num_hidden_layers=4, num_feedforward_networks=2,
-                max_position_embeddings=128, classifier_activation=False, classifier_pooling="mean")
-    return MobileBertConfig(**{**base, **overrides})
+    """The small MobileBERT the demo trains (``config.mobilebert_small_student``): the student's
+    layout (bottleneck, shared Q/K input, stacked FFNs, NoNorm, ReLU) at laptop scale."""
+    return mobilebert_small_student(**{**overrides, "vocab_size": vocab_size})
+
+
+def preset_config(model: str, vocab_size: int, overrides: dict | None = None) -> MobileBertConfig:
+    """``config.PRESETS[model]`` with the run's vocabulary size and ``overrides``."""
+    if model not in PRESETS:
+        raise ValueError(f"--model {model!r}: unknown preset; choose one of {', '.join(sorted(PRESETS))}")
+    return PRESETS[model](**{**(overrides or {}), "vocab_size": vocab_size})
 
 
 # ------------------------------------------------------------------------------------ data
@@ -78,24 +82,28 @@ def _optimizer(store, name, lr, steps, warmup, weight_decay=0.01, max_grad_norm=
 
 
 # ------------------------------------------------------------------------------------ pretrain
-def pretrain(out_dir, *, corpus=None, docs=None, vocab=None, vocab_size=4000, config: dict | None = None, steps=800,
+def pretrain(out_dir, *, corpus=None, docs=None, vocab=None, vocab_size=4000, model: str = "mobilebert_small_student",
+             config: dict | None = None, steps=800,
              batch_size=32, max_length=64, lr=4e-3, warmup=60, optimizer="adamw", seed=0, eval_every=100,
              save_every=100, eval_batches=20, resume=False, progress=None, nsp=True, dev_fraction=0.05) -> dict:
     """Pretrain a MobileBERT with MLM (+ NSP) on real text. Returns a summary dict.
 
     The text is ``docs`` (a list of Documents) if given, else ``corpus`` (a path; None for the
     built-in corpus); ``dev_fraction`` of its documents are held out for the MLM evaluation.
-    ``config`` holds MobileBertConfig fields overriding ``small_mobilebert``'s.
+    ``model`` names a preset of ``config.PRESETS`` (the student ``mobilebert_small_student`` by
+    default; ``ib_bert_small_teacher`` is its teacher); ``config`` holds MobileBertConfig fields
+    overriding the preset's.
     """
+    preset_config(model, 8, config)  # an unknown preset or field fails here, before anything is written
     os.makedirs(out_dir, exist_ok=True)
-    s = _settings(out_dir, dict(corpus=corpus, vocab_size=vocab_size, config=config or {}, steps=steps,
+    s = _settings(out_dir, dict(corpus=corpus, vocab_size=vocab_size, model=model, config=config or {}, steps=steps,
                                 batch_size=batch_size, max_length=max_length, lr=lr, warmup=warmup,
                                 optimizer=optimizer, seed=seed, nsp=nsp, dev_fraction=dev_fraction), resume)
     t0 = time.perf_counter()
     docs = docs if docs is not None else load_documents(s["corpus"])
     train_docs, dev_docs = train_dev_split(docs, dev_fraction=s["dev_fraction"], seed=s["seed"])
     tok = tokenizer_for(out_dir, train_docs, vocab, s["vocab_size"])
-    cfg = small_mobilebert(len(tok), **s["config"])
+    cfg = preset_config(s.get("model", "mobilebert_small_student"), len(tok), s["config"])
     train_data = PretrainingData(train_docs, tok, max_length=s["max_length"], seed=s["seed"], nsp=s["nsp"])
     dev_data = PretrainingData(dev_docs, tok, max_length=s["max_length"], seed=s["seed"] + 1, nsp=s["nsp"])
     prep_seconds = time.perf_counter() - t0

@@ -43,3 +43,15 @@ __all__ = [
     "LayerMapping", "layer_mapping", "uniform_mapping", "last_mapping", "MAPPING_PRESETS",
     "DistillationPlan", "distillation_plan", "model_sizes", "LOSSES", "HiddenProjection",
 ]
+
+# ---- the schedules, the teacher's side, the step functions and the runs (issue 9, items 3-5)
+from .run import DEFAULTS as DISTILL_DEFAULTS, distill, distill_task, lamb_for  # noqa: E402
+from .schedules import (STRATEGIES, LossWeights, Stage, TransferSchedule, background_lr,  # noqa: E402
+                        layer_gate, layer_of)
+from .steps import DistillationStep, TaskDistillationStep, layerwise_terms  # noqa: E402
+from .teacher import copy_from_teacher, copied_names, load_teacher, teacher_pass  # noqa: E402
+
+__all__ += ["distill", "distill_task", "DISTILL_DEFAULTS", "lamb_for", "STRATEGIES", "LossWeights", "Stage",
+            "TransferSchedule", "background_lr", "layer_gate", "layer_of", "DistillationStep",
+            "TaskDistillationStep", "layerwise_terms", "copy_from_teacher", "copied_names", "load_teacher",
+            "teacher_pass"]

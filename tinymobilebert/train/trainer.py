@@ -71,6 +71,9 @@ class Trainer:
     tokenizer : saved with each checkpoint when given
     progress : bool or None (None: a progress bar when stderr is a terminal)
     keep_checkpoints : how many checkpoints to keep
+    description : str, or callable step -> str
+        What the progress bar is labelled with; a callable is asked again after every step
+        (a distillation run names its current stage).
     step_fn : callable (model, batch) -> dict, optional
         Fills the gradients of one step (they are zeroed before it; the optimizer steps after)
         and returns the scalars to log, with at least "loss". Default: ``default_step``.
@@ -131,6 +134,10 @@ class Trainer:
         self._log(record)
         return record
 
+    def _describe(self) -> str:
+        d = self.description
+        return d(self.state["step"]) if callable(d) else d
+
     # ------------------------------------------------------------------------------ loop
     def train(self) -> dict:
         """Run until ``max_steps``; returns {"steps", "seconds", "last_train", "last_dev"}."""
@@ -140,7 +147,7 @@ class Trainer:
         if self.progress and st["step"] < self.max_steps:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=self.max_steps, initial=st["step"], desc=self.description, dynamic_ncols=True)
+            bar = tqdm(total=self.max_steps, initial=st["step"], desc=self._describe(), dynamic_ncols=True)
         start, last_dev, tokens, t_window = time.perf_counter(), None, 0, time.perf_counter()
         while st["step"] < self.max_steps:
             produced = False
@@ -169,6 +176,8 @@ class Trainer:
                         bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_second']:.0f}")
                 if bar is not None:
                     bar.update(1)
+                    if callable(self.description):  # a run of stages (distillation): name the current one
+                        bar.set_description(self._describe(), refresh=False)
                 if self.evaluate is not None and self.eval_every and st["step"] % self.eval_every == 0:
                     last_dev = self._run_eval()
                 if self.save_every and st["step"] % self.save_every == 0:
