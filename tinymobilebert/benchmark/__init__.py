@@ -18,7 +18,10 @@ What is measured, on one machine in one run, float32, same thread count everywhe
   (FLOPs from ``tinymobilebert.costs``);
 * every registered kernel, Numba against its NumPy twin, at the shapes of the largest size;
 * JIT: import + first tiny training step with an empty Numba cache (cold) and again (warm),
-  and a check that importing the package compiles nothing.
+  and a check that importing the package compiles nothing;
+* a distillation step (teacher forward without gradients + student forward/backward + FMT/AT +
+  LAMB) at the tiny and small sizes, ours against the same step on transformers' modules
+  (``distill_step.py``, which also says which teacher layout both run).
 
 Targets are printed as pass/miss markers; nothing here asserts a timing. Times are wall-clock
 (``time.perf_counter``) after warm-up; we report the median, the min and the max of the repeats.
@@ -53,6 +56,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--json", default=None, help="write raw numbers and ratios here")
     ap.add_argument("--no-kernels", action="store_true", help="skip the per-kernel comparison")
     ap.add_argument("--no-jit", action="store_true", help="skip the cold/warm JIT measurement")
+    ap.add_argument("--distill-sizes", default=None,
+                    help="sizes of the distillation step (default: tiny and small among --sizes; '' for none)")
     ap.add_argument("--rounds", type=int, default=1, help="repeat the whole sweep, interleaved, and pool the "
                                                           "samples (steadier on a shared machine)")
     ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
@@ -73,8 +78,10 @@ def main(argv=None) -> dict:
         bad = [g for g in given if g not in known]
         if bad:
             ap.error(f"unknown {name} {bad}; choose from {', '.join(known)}")
+    distill_sizes = None if args.distill_sizes is None else tuple(x for x in args.distill_sizes.split(",") if x)
     res = run_benchmark(sizes, impls, args.repeats, args.quick, args.threads, not args.no_kernels, not args.no_jit,
-                        args.wait_quiet, args.rounds, log=lambda s: print(s, file=sys.stderr, flush=True))
+                        args.wait_quiet, args.rounds, log=lambda s: print(s, file=sys.stderr, flush=True),
+                        distill_sizes=distill_sizes)
     print(format_report(res))
     if args.json:
         write_text_atomic(args.json, json.dumps(res, indent=1) + "\n")

@@ -10,6 +10,7 @@ import tempfile
 import numpy as np
 
 from .measure import DEFAULT_SIZES, IMPLS, MLM_FRACTION, MODES, SIZES, TARGET_INFER_VS_TORCH, TARGET_KERNEL_SPEEDUP, TARGET_PAPER_FRACTION_OF_PEAK, TARGET_TRAIN_VS_TORCH, TARGET_WARM_FIRST_STEP_S, TORCH_SKIPPED, cpu_pressure_avg10, size_config, summarize, wait_until_quiet
+from .distill_step import DISTILL_SIZES, TARGET_DISTILL_MEMORY_VS_TORCH, TARGET_DISTILL_VS_TORCH, TEACHER_NOTE
 from .workers import run_worker
 
 
@@ -89,14 +90,17 @@ def merge_rounds(a: dict, b: dict) -> dict:
 
 
 def run_benchmark(sizes=DEFAULT_SIZES, impls=IMPLS, repeats=None, quick=False, threads=None, kernels=True,
-                  jit=True, wait_quiet=0.0, rounds=1, log=print) -> dict:
+                  jit=True, wait_quiet=0.0, rounds=1, log=print, distill_sizes=None) -> dict:
     """Run everything; returns the raw results and the ratios (see ``ratios``).
 
     ``rounds``: run the whole sweep of steps (and kernels) this many times, interleaved, and pool
     the samples, so a slow spell on a shared machine does not land on one implementation only.
     ``wait_quiet``: before each measurement, wait up to this many seconds for the machine's CPU
-    pressure to fall below 10% (see ``wait_until_quiet``).
+    pressure to fall below 10% (see ``wait_until_quiet``). ``distill_sizes``: sizes of the
+    distillation step (``distill_step.py``; default: those of ``DISTILL_SIZES`` in ``sizes``).
     """
+    if distill_sizes is None:
+        distill_sizes = tuple(s for s in sizes if s in DISTILL_SIZES)
     threads = threads or len(os.sched_getaffinity(0))
     have_torch = torch_available()
     res = {"machine": machine_info(threads), "settings": {"sizes": list(sizes), "impls": list(impls),
@@ -136,6 +140,17 @@ def run_benchmark(sizes=DEFAULT_SIZES, impls=IMPLS, repeats=None, quick=False, t
                     spec = {"impl": impl, "size": size, "mode": mode, "warmup": warm, "repeats": reps,
                             "threads": threads}
                     record(res["steps"][size], f"{impl}/{mode}", measure("step", spec))
+        for size in distill_sizes:  # the distillation step: ours and PyTorch's only (no twins column)
+            s = SIZES[size]
+            reps = repeats or (2 if quick else s["repeats"])
+            for impl in ("tinymobilebert", "pytorch"):
+                if impl not in impls or (impl == "pytorch" and not have_torch):
+                    continue
+                log(f"[bench] round {rnd + 1}/{rounds} {size:5s} {impl:14s} distillation step x{reps}")
+                spec = {"impl": impl, "size": size, "warmup": 1 if quick else s["warmup"], "repeats": reps,
+                        "threads": threads}
+                record(res.setdefault("distill", {"teacher": TEACHER_NOTE}).setdefault(size, {}), impl,
+                       measure("distill", spec))
         if kernels:
             ksize = max(sizes, key=lambda n: flops(n)["train_all"])
             log(f"[bench] round {rnd + 1}/{rounds} kernels at the shapes of {ksize}")
@@ -204,6 +219,16 @@ def ratios(res):
                    TARGET_PAPER_FRACTION_OF_PEAK, at_most=False)
             target("paper train peak RSS <= PyTorch's", out[size]["train"]["peak_rss_vs_torch"], 1.0)
             target("paper train peak-over-model RSS <= PyTorch's", out[size]["train"]["peak_over_model_vs_torch"], 1.0)
+    for size, st in res.get("distill", {}).items():
+        if size == "teacher":
+            continue
+        ours, torch = st.get("tinymobilebert"), st.get("pytorch")
+        t = _div(_median(ours), _median(torch))
+        mem = _div(ours and ours.get("peak_rss_mb"), torch and torch.get("peak_rss_mb"))
+        out.setdefault("distill", {})[size] = {"ours_vs_torch": t, "peak_rss_vs_torch": mem}
+        target(f"{size} distillation step <= {TARGET_DISTILL_VS_TORCH}x PyTorch", t, TARGET_DISTILL_VS_TORCH)
+        target(f"{size} distillation step peak RSS <= {TARGET_DISTILL_MEMORY_VS_TORCH}x PyTorch's", mem,
+               TARGET_DISTILL_MEMORY_VS_TORCH)
     for row in res.get("kernels", {}).get("rows", []):
         if row["used_by_model"] and row.get("numba_kernel", True):
             target(f"kernel {row['kernel']} [{row['shape']}] >= 2x twin", row["speedup"], TARGET_KERNEL_SPEEDUP,
