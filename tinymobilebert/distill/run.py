@@ -41,7 +41,7 @@ DEFAULTS = dict(strategy="pkt", pd=True, student="mobilebert_small_student", stu
                 pd_steps=400, lr=1.5e-3, pd_lr=None, pd_warmup=None, batch_size=32, max_length=64, seed=0,
                 losses=list(LAYERWISE_LOSSES), mapping="uniform", weights=[100.0, 1.0, 5000.0, 5.0], alpha=0.5,
                 temperature=1.0, at_form="original", mv_teacher_layers="same", padding_aware=False, corpus=None,
-                dev_fraction=0.05, eval_every=100, save_every=100, eval_batches=20)
+                dev_fraction=0.05, split_seed=None, eval_every=100, save_every=100, eval_batches=20)
 
 
 def student_config(name, vocab_size: int, overrides: dict | None = None):
@@ -111,7 +111,9 @@ def distill(out_dir, teacher, *, docs=None, resume=False, progress=None, **setti
     L), ``alpha`` (PD's ground-truth share), ``temperature``, ``at_form``, ``mv_teacher_layers``
     ("same" or "all": the released code's statistics over every teacher layer),
     ``padding_aware``, ``batch_size``, ``max_length``, ``seed``, ``corpus`` / ``docs`` (the text;
-    the built-in corpus by default), ``dev_fraction``, ``eval_every``, ``save_every``,
+    the built-in corpus by default), ``dev_fraction`` and ``split_seed`` (which documents are held
+    out: by default ``seed``'s split, as ``pretrain`` draws it; keep the teacher's, so the student
+    is never evaluated on text the teacher learned), ``eval_every``, ``save_every``,
     ``eval_batches``.
     """
     unknown = sorted(set(settings) - set(DEFAULTS))
@@ -128,9 +130,10 @@ def distill(out_dir, teacher, *, docs=None, resume=False, progress=None, **setti
     student = MobileBertForPreTraining(cfg, seed=s["seed"])
     copied = copy_from_teacher(student, teacher_model) if schedule.copies_from_teacher else []
     docs = docs if docs is not None else _documents(s["corpus"])
-    train_docs, dev_docs = train_dev_split(docs, dev_fraction=s["dev_fraction"], seed=s["seed"])
+    split_seed = s["seed"] if s["split_seed"] is None else s["split_seed"]
+    train_docs, dev_docs = train_dev_split(docs, dev_fraction=s["dev_fraction"], seed=split_seed)
     train_data = PretrainingData(train_docs, tok, max_length=s["max_length"], seed=s["seed"], nsp=True)
-    dev_data = PretrainingData(dev_docs, tok, max_length=s["max_length"], seed=s["seed"] + 1, nsp=True)
+    dev_data = PretrainingData(dev_docs, tok, max_length=s["max_length"], seed=split_seed + 1, nsp=True)
     os.makedirs(out_dir, exist_ok=True)
     if not resume or not os.path.isfile(os.path.join(out_dir, "run.json")):
         write_json(os.path.join(out_dir, "run.json"), {

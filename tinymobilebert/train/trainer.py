@@ -140,7 +140,8 @@ class Trainer:
 
     # ------------------------------------------------------------------------------ loop
     def train(self) -> dict:
-        """Run until ``max_steps``; returns {"steps", "seconds", "last_train", "last_dev"}."""
+        """Run until ``max_steps``; returns {"steps", "seconds", "cpu_seconds" (this process's CPU
+        time, all threads), "last_train", "last_dev"}."""
         model, opt, st = self.model, self.optimizer, self.state
         model.train()
         bar = None
@@ -149,6 +150,7 @@ class Trainer:
 
             bar = tqdm(total=self.max_steps, initial=st["step"], desc=self._describe(), dynamic_ncols=True)
         start, last_dev, tokens, t_window = time.perf_counter(), None, 0, time.perf_counter()
+        cpu_start = time.process_time()
         while st["step"] < self.max_steps:
             produced = False
             for batch in self.batches(st["epoch"], st["batch"]):
@@ -196,5 +198,5 @@ class Trainer:
         if not self.save_every or st["step"] % self.save_every != 0:
             self._save()
         last_train = next((r for r in reversed(self.history) if r["split"] == "train"), None)
-        return {"steps": st["step"], "seconds": time.perf_counter() - start, "last_train": last_train,
-                "last_dev": last_dev}
+        return {"steps": st["step"], "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu_start,
+                "last_train": last_train, "last_dev": last_dev}
