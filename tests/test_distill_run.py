@@ -76,9 +76,12 @@ def test_distill_run_folder(tmp_path, corpus_file, teacher_dir):
                 steps_per_layer=4, pd_steps=6, batch_size=8, max_length=32, eval_every=5, save_every=0, progress=False)
     assert r["steps"] == 14 and r["stages"] == ["PKT stage 1/2 (layer 0)", "PKT stage 2/2 (layer 1)", "PD"]
     run = json.loads((tmp_path / "run" / "run.json").read_text())
-    assert run["settings"]["strategy"] == "pkt" and run["schedule"]["total_steps"] == 14
-    assert run["teacher_config"]["intra_bottleneck_size"] == 48 and run["mapping"] == [0, 1]
-    assert "mobilebert.embeddings.word_embeddings.weight" in run["copied_from_teacher"]
+    assert run["command"] == "distill" and run["settings"]["strategy"] == "pkt"
+    assert run["settings"]["teacher"] == os.path.join(teacher_dir, "model") and run["facts"]["corpus_sha256"]
+    conf = json.loads((tmp_path / "run" / "distillation.json").read_text())
+    assert conf["schedule"]["total_steps"] == 14 and conf["optimizer"]["bias_correction"] is False
+    assert conf["teacher_config"]["intra_bottleneck_size"] == 48 and conf["mapping"] == [0, 1]
+    assert "mobilebert.embeddings.word_embeddings.weight" in conf["copied_from_teacher"]
     records = train_records(tmp_path / "run")
     assert records[2]["fmt_layer_0"] > 0 and "weighted_at_layer_0" in records[2] and "lr_layer_1" in records[2]
     assert "pd_mlm" in records[-1] and "nsp_loss" in records[-1] and records[-1]["lr_embeddings_heads"] > 0
@@ -108,6 +111,7 @@ def test_distill_run_folder(tmp_path, corpus_file, teacher_dir):
     (["--student-config", '{"hidden_size": 64}'], "widths 64 (student) and 32 (teacher)"),
     (["--mapping", "0,1,1"], "the student has 2 layers"),
     (["--strategy", "akt", "--no-pd"], "--no-pd"),
+    (["--steps-per-layer", "1"], "steps_per_layer >= 2"),
 ])
 def test_bad_input_is_one_line(tmp_path, corpus_file, teacher_dir, args, message, capsys):
     from tinymobilebert.cli import main
@@ -119,7 +123,7 @@ def test_bad_input_is_one_line(tmp_path, corpus_file, teacher_dir, args, message
     args = [a.replace("{missing}", str(tmp_path / "nothing")).replace("{empty}", str(empty)) for a in args]
     code = main(["distill", "--out", str(tmp_path / "out"), "--corpus", corpus_file, "--no-progress", *base, *args])
     err = capsys.readouterr().err
-    assert code == 2
+    assert code == 1
     lines = err.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], err
     assert not (tmp_path / "out").exists()  # nothing written
@@ -134,6 +138,7 @@ def test_pretrain_presets_and_copy_errors(tmp_path, teacher_dir):
     with pytest.raises(ValueError, match="embedding_size"):  # JKT/PKT copy the embeddings: widths must match
         distill(tmp_path / "y", teacher_dir, student="tiny", student_config={**SHAPE, "embedding_size": 8},
                 steps_per_layer=2, pd_steps=0, pd=False, progress=False)
+    assert not (tmp_path / "y").exists()  # nothing written
 
 
 def test_student_is_at_most_half_the_teacher():

@@ -2,134 +2,156 @@
 
 1. Documents: the Python standard library's docstrings (no download). The fine-tuning task's
    dev documents are set aside first, so no model pretrains on a dev sentence; 5% of the rest
-   are held out for the masked-LM evaluation.
+   (whole documents) are held out for the masked-LM evaluation.
 2. The teacher: a small IB-BERT (``config.ib_bert_small_teacher``: an inverted bottleneck, 2.4x
-   the student's parameters) pretrained with MLM + NSP, with its own WordPiece vocabulary. A
-   teacher trained by an earlier run with the same recipe is reused (the demo says so).
+   the student's parameters) pretrained with MLM + NSP, with its WordPiece vocabulary. A teacher
+   trained by an earlier demo into the same folder with the same recipe is reused, and the demo
+   says so (``--overwrite`` keeps it: one teacher serves many students).
 3. Equal budgets: each student gets the same process CPU seconds (``distill/budget.py``: step
    costs measured on a few batches, so the distilled student, whose steps carry the teacher's
-   forward pass, runs fewer steps).
+   forward pass, runs fewer steps). Recorded in ``{out}/budget.json`` (a resumed demo reuses it).
 4. The distilled student (``config.mobilebert_small_student``): progressive knowledge transfer
-   (one stage per layer; feature maps, attentions, mean and variance) then pre-training
+   (one stage per layer: feature maps, attentions, mean and variance), then pre-training
    distillation (MLM against half one-hot, half teacher softmax, plus NSP).
 5. The same student trained with MLM + NSP alone, for the same budget.
-6. Each fine-tuned on a task that needs word order (a bag of words is at chance by construction),
-   with the bag-of-words baseline beside them; one table: parameters, FLOPs per token, measured
-   inference latency, held-out MLM accuracy, dev accuracy, training time. Also in
-   ``{out}/summary.json``, curves in ``{out}/curves.png``.
+6. Each fine-tuned on a task that needs word order (a bag of words is at chance by construction);
+   one table: parameters, FLOPs per token, measured inference latency, held-out MLM accuracy,
+   dev accuracy, training time, with the bag-of-words baseline. Also in ``{out}/summary.json``
+   (with the machine and thread counts), curves in ``{out}/curves.png``.
+
+The demo's folder is a run folder like any other (``train/run_folder.py``): a second demo into
+it needs ``overwrite`` or ``resume``. The README's figures are rendered from summary.json by
+``benchmarks/readme_figures.py``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import platform
 import time
 
 import numpy as np
 
 from . import workflows as wf
 from .checkpoint import write_json
+from .train.run_folder import RunFolder
 
-# The recipe (README "Distillation"); --quick shortens every part.
-DEFAULTS = {"teacher_steps": 1200, "teacher_lr": 1e-3, "budget_seconds": 90.0, "layerwise_share": 0.3,
-            "layerwise_lr": 1.5e-3, "pd_lr": 1.5e-3, "mlm_lr": 4e-3, "finetune_steps": 200}
-QUICK = {"teacher_steps": 500, "budget_seconds": 30.0, "finetune_steps": 100}
+DEFAULTS = {"seed": 0, "task": "word_order", "quick": False, "budget_seconds": 90.0, "teacher_steps": 1200,
+            "finetune_steps": 200}
+QUICK = {"budget_seconds": 30.0, "teacher_steps": 500, "finetune_steps": 100}  # --quick, unless given
+# The recipe (README "Distillation"): the teacher's, the students' learning rates, PKT's share.
+RECIPE = {"teacher_lr": 2e-3, "layerwise_share": 0.3, "layerwise_lr": 1.5e-3, "pd_lr": 1.5e-3, "mlm_lr": 4e-3}
 TEACHER, STUDENT = "ib_bert_small_teacher", "mobilebert_small_student"
-BATCH, LENGTH = 32, 64
+TEACHER_CONFIG = {"hidden_dropout_prob": 0.0}  # a short pretraining learns faster without dropout
+BATCH, LENGTH, EVAL_BATCHES = 32, 64, 20
+PARTS = ("distilled", "mlm_only", "finetune_teacher", "finetune_distilled", "finetune_mlm_only", "budget.json")
 
 
-def run_demo(out_dir="runs/demo", *, seed=0, quick=False, task="word_order", progress=None, print_fn=print,
-             **overrides) -> dict:
-    """Run the demo (see the module notes); returns the summary dict. ``overrides``: keys of DEFAULTS."""
+def run_demo(out_dir="runs/demo", *, seed=None, quick=None, budget_seconds=None, teacher_steps=None,
+             finetune_steps=None, task=None, progress=None, progress_every=None, resume=False, overwrite=False,
+             print_fn=print) -> dict:
+    """Run the demo (see the module notes); returns the summary dict."""
     from . import distill
     from .distill.budget import first_batches, measure_budget
 
-    unknown = sorted(set(overrides) - set(DEFAULTS))
-    if unknown:
-        raise TypeError(f"run_demo: unknown settings {unknown}; known: {sorted(DEFAULTS)}")
-    r = {**DEFAULTS, **(QUICK if quick else {}), **{k: v for k, v in overrides.items() if v is not None}}
     t0 = time.perf_counter()
+    given = dict(seed=seed, quick=quick, budget_seconds=budget_seconds, teacher_steps=teacher_steps,
+                 finetune_steps=finetune_steps, task=task)
+    defaults = {**DEFAULTS, **(QUICK if quick else {})}
+    run = RunFolder(out_dir, "demo", given, defaults, resume=resume, overwrite=overwrite, entries=PARTS)
+    s = run.settings
     docs = wf.load_documents(None)
-    the_task = wf.load_task(task, docs, seed=seed)
+    the_task = wf.load_task(s["task"], docs, seed=s["seed"])
     dev_names = set(the_task.documents["dev"])
     pre_docs = [d for d in docs if d.name not in dev_names]
     print_fn(f"corpus: {len(docs)} documents ({sum(len(d.text) for d in docs) / 1e6:.1f} MB); task {the_task.name}: "
              f"{len(the_task.train)} train / {len(the_task.dev)} dev examples from separate documents")
+    run.start()
+    common = dict(progress=progress, progress_every=progress_every)
+
+    def part(name):  # a part's folder, resumed when the demo is resumed and the part had started
+        folder = os.path.join(out_dir, name)
+        return folder, {"resume": resume and os.path.isdir(folder)}
 
     # ---- 1. the teacher (trained once, then reused)
     teacher_dir = os.path.join(out_dir, "teacher")
-    recipe = {"model": TEACHER, "steps": r["teacher_steps"], "lr": r["teacher_lr"], "seed": seed}
-    reused = _reusable(teacher_dir, recipe)
+    recipe = {"model": TEACHER, "steps": s["teacher_steps"], "lr": RECIPE["teacher_lr"], "seed": s["seed"],
+              "config": TEACHER_CONFIG, "task": s["task"]}
+    done = _trained_teacher(teacher_dir, recipe)
+    reused = done is not None
     if reused:
-        print_fn(f"teacher: reusing {teacher_dir} (trained by an earlier run with this recipe; delete the folder "
-                 f"to train it again)")
-        teacher_seconds = reused
+        print_fn(f"teacher: reusing {teacher_dir}, trained by an earlier demo with this recipe ({done['seconds']:.0f}s); "
+                 "delete that folder to train it again")
     else:
-        print_fn(f"teacher: pretraining an IB-BERT for {r['teacher_steps']} steps (once: later runs reuse it)")
-        pre = wf.pretrain(teacher_dir, docs=pre_docs, model=TEACHER, steps=r["teacher_steps"], lr=r["teacher_lr"],
-                          warmup=max(1, r["teacher_steps"] // 20), seed=seed, eval_every=max(r["teacher_steps"] // 4, 1),
-                          save_every=r["teacher_steps"], progress=progress, batch_size=BATCH, max_length=LENGTH,
-                          config={"hidden_dropout_prob": 0.0})
-        teacher_seconds = pre["seconds"]
-        write_json(os.path.join(teacher_dir, "demo_teacher.json"), {**recipe, "seconds": teacher_seconds})
+        print_fn(f"teacher: pretraining an IB-BERT ({TEACHER}) for {s['teacher_steps']} steps; later demos into "
+                 f"{out_dir} reuse it")
+        T = s["teacher_steps"]
+        pre = wf.pretrain(teacher_dir, docs=pre_docs, model=TEACHER, config=TEACHER_CONFIG, steps=T,
+                          lr=RECIPE["teacher_lr"], seed=s["seed"], eval_every=max(T // 4, 1), save_every=max(T // 2, 1),
+                          batch_size=BATCH, max_length=LENGTH, resume=resume and os.path.isdir(teacher_dir),
+                          overwrite=not resume and os.path.isdir(teacher_dir), **common)
+        done = {**recipe, "seconds": pre["seconds"], "cpu_seconds": pre["cpu_seconds"]}
+        write_json(os.path.join(teacher_dir, "demo_teacher.json"), done)
     teacher = distill.load_teacher(teacher_dir)
     tok = teacher.tokenizer
     student_cfg = distill.run.student_config(STUDENT, len(tok))
-    train_docs, dev_docs = wf.train_dev_split(pre_docs, dev_fraction=0.05, seed=seed)
-    train_data = wf.PretrainingData(train_docs, tok, max_length=LENGTH, seed=seed)
-    dev_data = wf.PretrainingData(dev_docs, tok, max_length=LENGTH, seed=seed + 1)
+    train_docs, dev_docs = wf.train_dev_split(pre_docs, dev_fraction=0.05, seed=s["seed"])
+    train_data = wf.PretrainingData(train_docs, tok, max_length=LENGTH, seed=s["seed"])
+    dev_data = wf.PretrainingData(dev_docs, tok, max_length=LENGTH, seed=s["seed"] + 1)
 
-    # ---- 2. equal budgets
-    budget = measure_budget(teacher, student_cfg, first_batches(train_data, BATCH), r["budget_seconds"],
-                            layerwise_share=r["layerwise_share"], mlm_lr=r["mlm_lr"], seed=seed)
-    print_fn(f"budget: {budget.cpu_seconds:.0f} CPU seconds per student ({r['budget_seconds']:.0f} s at "
+    # ---- 2. equal budgets (measured once; a resumed demo keeps them)
+    budget_path = os.path.join(out_dir, "budget.json")
+    if resume and os.path.isfile(budget_path):
+        with open(budget_path) as f:
+            budget = distill.budget.Budget(**json.load(f))
+    else:
+        budget = measure_budget(teacher, student_cfg, first_batches(train_data, BATCH), s["budget_seconds"],
+                                layerwise_share=RECIPE["layerwise_share"], mlm_lr=RECIPE["mlm_lr"], seed=s["seed"])
+        write_json(budget_path, budget.as_dict())
+    L = student_cfg.num_hidden_layers
+    print_fn(f"budget: {budget.cpu_seconds:.0f} CPU seconds per student ({s['budget_seconds']:.0f} s at "
              f"{budget.cpu_per_wall:.2f} CPU-s per second); a step costs {budget.mlm_step_cpu * 1e3:.0f} ms alone, "
              f"{budget.layerwise_step_cpu * 1e3:.0f} ms (PKT) and {budget.pd_step_cpu * 1e3:.0f} ms (PD) with the "
-             f"teacher: {budget.mlm_steps} steps alone vs {student_cfg.num_hidden_layers} x {budget.steps_per_layer} "
-             f"+ {budget.pd_steps}")
+             f"teacher: {budget.mlm_steps} steps alone, {L} x {budget.steps_per_layer} + {budget.pd_steps} distilled")
 
     # ---- 3. the distilled student and the student trained alone
-    vocab = os.path.join(teacher_dir, "vocab.txt")
-    distill_steps = student_cfg.num_hidden_layers * budget.steps_per_layer + budget.pd_steps
-    dist = distill.distill(
-        os.path.join(out_dir, "distilled"), teacher_dir, docs=pre_docs, strategy="pkt", student=STUDENT,
-        steps_per_layer=budget.steps_per_layer, pd_steps=budget.pd_steps, lr=r["layerwise_lr"], pd_lr=r["pd_lr"],
-        seed=seed, batch_size=BATCH, max_length=LENGTH, eval_every=max(distill_steps // 4, 1), save_every=0,
-        progress=progress)
-    alone = wf.pretrain(
-        os.path.join(out_dir, "mlm_only"), docs=pre_docs, vocab=vocab, model=STUDENT,
-        steps=budget.mlm_steps, lr=r["mlm_lr"], warmup=max(1, budget.mlm_steps // 16), seed=seed,
-        eval_every=max(budget.mlm_steps // 4, 1), save_every=0, progress=progress, batch_size=BATCH,
-        max_length=LENGTH)
+    folder, how = part("distilled")
+    n = L * budget.steps_per_layer + budget.pd_steps
+    dist = distill.distill(folder, teacher_dir, docs=pre_docs, strategy="pkt", student=STUDENT,
+                           steps_per_layer=budget.steps_per_layer, pd_steps=budget.pd_steps, lr=RECIPE["layerwise_lr"],
+                           pd_lr=RECIPE["pd_lr"], seed=s["seed"], batch_size=BATCH, max_length=LENGTH,
+                           eval_every=max(n // 4, 1), save_every=max(n // 2, 1), **common, **how)
+    folder, how = part("mlm_only")
+    n = budget.mlm_steps
+    alone = wf.pretrain(folder, docs=pre_docs, vocab=os.path.join(teacher_dir, "vocab.txt"), model=STUDENT, steps=n,
+                        lr=RECIPE["mlm_lr"], seed=s["seed"], eval_every=max(n // 4, 1), save_every=max(n // 2, 1),
+                        batch_size=BATCH, max_length=LENGTH, **common, **how)
 
     # ---- 4. fine-tune all, measure all
-    def dev_batches():
-        for k, b in enumerate(dev_data.batches(BATCH, 0, shuffle=False, drop_last=False)):
-            if k >= 20:
-                break
-            yield b
-
+    dev_batches = wf.pretraining_dev_batches(dev_data, BATCH, EVAL_BATCHES)
     rows = []
-    for name, folder, seconds, cpu in (("IB-BERT teacher", teacher_dir, teacher_seconds, None),
-                                       ("MobileBERT, distilled (PKT + PD)", os.path.join(out_dir, "distilled"),
-                                        dist["seconds"], dist["cpu_seconds"]),
-                                       ("MobileBERT, MLM only", os.path.join(out_dir, "mlm_only"), alone["seconds"],
-                                        alone["cpu_seconds"])):
-        rows.append(_evaluate(name, folder, the_task, dev_batches, r["finetune_steps"], seed, progress,
-                              os.path.join(out_dir, "finetune_" + os.path.basename(folder)), seconds, cpu,
-                              bow=not rows, print_fn=print_fn))
-    rows[0]["reused"] = bool(reused)
-    bow = rows[0].pop("bow_dev_accuracy")
-    summary = {"task": the_task.name, "vocab_size": len(tok), "budget": budget.as_dict(), "rows": rows,
-               "bag_of_words_dev_accuracy": bow, "majority_dev_accuracy": rows[0].pop("majority_dev_accuracy"),
+    for name, key, seconds, cpu in (("IB-BERT teacher", "teacher", done["seconds"], done.get("cpu_seconds")),
+                                    ("MobileBERT, distilled (PKT + PD)", "distilled", dist["seconds"],
+                                     dist["cpu_seconds"]),
+                                    ("MobileBERT, MLM only", "mlm_only", alone["seconds"], alone["cpu_seconds"])):
+        folder, how = part("finetune_" + key)
+        rows.append(_measure(name, os.path.join(out_dir, key), folder, how, s, dev_batches, seconds, cpu,
+                             bow=not rows, common=common, print_fn=print_fn))
+    rows[0]["reused"] = reused
+    majority = [r.pop("majority_dev_accuracy") for r in rows][0]
+    summary = {"task": the_task.name, "vocab_size": len(tok), "settings": s, "recipe": RECIPE, "budget": budget.as_dict(),
+               "rows": rows, "bag_of_words_dev_accuracy": rows[0].pop("bow_dev_accuracy"),
+               "majority_dev_accuracy": majority,
                "distilled_minus_mlm_only": rows[1]["held_out_mlm_accuracy"] - rows[2]["held_out_mlm_accuracy"],
-               "settings": r, "total_seconds": time.perf_counter() - t0}
+               "teacher_steps": s["teacher_steps"], "total_seconds": time.perf_counter() - t0,
+               "resumed": bool(resume), "machine": machine()}
     write_json(os.path.join(out_dir, "summary.json"), wf._jsonable(summary))
     try:
         from .train.plot import plot_runs
 
         plot_runs([os.path.join(out_dir, x) for x in ("distilled", "mlm_only")], os.path.join(out_dir, "curves.png"),
-                  title="tinymobilebert demo: distilled vs MLM only (equal CPU budget)")
+                  title="tinymobilebert demo: distilled vs MLM only (equal CPU budgets)")
     except ImportError:
         pass
     for line in format_table(summary):
@@ -137,28 +159,28 @@ def run_demo(out_dir="runs/demo", *, seed=0, quick=False, task="word_order", pro
     return summary
 
 
-def _reusable(folder, recipe) -> float | None:
-    """The recorded training seconds of a demo teacher in ``folder`` trained with ``recipe``, else None."""
+def _trained_teacher(folder, recipe) -> dict | None:
+    """The record of a demo teacher in ``folder`` trained with ``recipe`` (finished), else None."""
     path = os.path.join(folder, "demo_teacher.json")
     if not (os.path.isfile(path) and os.path.isfile(os.path.join(folder, "model", "model.safetensors"))):
         return None
     with open(path) as f:
         done = json.load(f)
-    return done["seconds"] if all(done.get(k) == v for k, v in recipe.items()) else None
+    return done if all(json.dumps(done.get(k)) == json.dumps(v) for k, v in recipe.items()) else None
 
 
-def _evaluate(name, folder, task, dev_batches, steps, seed, progress, ft_dir, seconds, cpu, bow, print_fn) -> dict:
-    """One table row: sizes and costs, held-out MLM accuracy, fine-tuned dev accuracy, latency."""
+def _measure(name, model_folder, ft_dir, how, s, dev_batches, seconds, cpu, bow, common, print_fn) -> dict:
+    """One table row: size and cost, held-out MLM accuracy, fine-tuned dev accuracy, latency."""
     from .costs import forward_flops_per_token
     from .model import MobileBertForPreTraining, MobileBertForSequenceClassification
     from .train.evaluate import evaluate_pretraining
 
-    model = MobileBertForPreTraining.from_pretrained(os.path.join(folder, "model"))
+    model_dir = os.path.join(model_folder, "model")
+    model = MobileBertForPreTraining.from_pretrained(model_dir)
     mlm = evaluate_pretraining(model, dev_batches)["mlm_accuracy"]
-    ft = wf.finetune(ft_dir, task, model_dir=os.path.join(folder, "model"), steps=steps, seed=seed,
-                     warmup=max(1, round(0.15 * steps)), eval_every=max(steps // 2, 1), progress=progress, baseline=bow,
-                     batch_size=BATCH,
-                     max_length=LENGTH)
+    F = s["finetune_steps"]
+    ft = wf.finetune(ft_dir, s["task"], model_dir=model_dir, steps=F, seed=s["seed"], eval_every=max(F // 2, 1),
+                     save_every=F, baseline=bow, batch_size=BATCH, max_length=LENGTH, **common, **how)
     clf = MobileBertForSequenceClassification.from_pretrained(os.path.join(ft_dir, "model"))
     row = {"model": name, "parameters": model.num_parameters(),
            "mflops_per_token": forward_flops_per_token(model.config, LENGTH) / 1e6,
@@ -167,7 +189,7 @@ def _evaluate(name, folder, task, dev_batches, steps, seed, progress, ft_dir, se
            "majority_dev_accuracy": ft["majority_dev_accuracy"]}
     if bow:
         row["bow_dev_accuracy"] = ft["bow_dev_accuracy"]
-    print_fn(f"{name}: held-out MLM accuracy {mlm:.1%}, {task.name} dev accuracy {ft['dev_accuracy']:.1%}")
+    print_fn(f"{name}: held-out MLM accuracy {mlm:.1%}, {ft['task']} dev accuracy {ft['dev_accuracy']:.1%}")
     return row
 
 
@@ -186,18 +208,92 @@ def inference_latency_ms(model, batch, repeats=7) -> float:
 def format_table(summary) -> list[str]:
     """The demo's table, as lines."""
     rows, task = summary["rows"], summary["task"]
-    lines = ["", f"{'model':34s} {'params':>9s} {'MFLOPs/tok':>10s} {'latency':>9s} {'held-out MLM':>12s} "
-                 f"{task + ' dev':>16s} {'training':>17s}"]
+    lines = ["", f"{'model':33s} {'params':>7s} {'MFLOPs/token':>12s} {'latency':>8s} {'held-out MLM':>12s} "
+                 f"{task + ' dev':>15s}  training"]
     for x in rows:
         cpu = "" if x["train_cpu_seconds"] is None else f" ({x['train_cpu_seconds']:.0f} CPU-s)"
-        took = "reused" if x.get("reused") else f"{x['train_seconds']:.0f}s{cpu}"
-        lines.append(f"{x['model']:34s} {x['parameters'] / 1e6:8.2f}M {x['mflops_per_token']:10.2f} "
-                     f"{x['latency_ms']:7.1f}ms {x['held_out_mlm_accuracy']:12.1%} {x['dev_accuracy']:16.1%} "
-                     f"{took:>17s}")
-    lines.append(f"{'bag of words':34s} {'':>9s} {'':>10s} {'':>9s} {'':>12s} "
-                 f"{summary['bag_of_words_dev_accuracy']:16.1%}")
-    lines.append(f"latency: one batch of {BATCH} x {LENGTH} tokens; MLM accuracy on held-out documents; chance on "
-                 f"{task} {summary['majority_dev_accuracy']:.0%}. Distilled minus MLM-only: "
+        took = f"{x['train_seconds']:.0f}s{cpu}" + (", reused" if x.get("reused") else "")
+        lines.append(f"{x['model']:33s} {x['parameters'] / 1e6:6.2f}M {x['mflops_per_token']:12.2f} "
+                     f"{x['latency_ms']:6.0f}ms {x['held_out_mlm_accuracy']:12.1%} {x['dev_accuracy']:15.1%}  {took}")
+    lines.append(f"{'bag of words':33s} {'':>7s} {'':>12s} {'':>8s} {'':>12s} {summary['bag_of_words_dev_accuracy']:15.1%}")
+    lines.append(f"Latency: one batch of {BATCH} x {LENGTH} tokens. Held-out MLM: documents no model trained on. "
+                 f"{task} chance: {summary['majority_dev_accuracy']:.0%}. Distilled minus MLM only: "
                  f"{summary['distilled_minus_mlm_only'] * 100:+.1f} points of held-out MLM accuracy at equal CPU "
-                 f"budgets. {summary['total_seconds']:.0f}s in all.")
+                 f"budgets ({summary['budget']['cpu_seconds']:.0f} CPU-s each). {summary['total_seconds']:.0f}s in "
+                 f"all, {_threads(summary['machine'])}.")
     return lines
+
+
+def machine() -> dict:
+    """What produced the figures: CPU, cores, threads (BLAS and Numba), library versions."""
+    import numba
+    import numpy as np
+
+    cpu = platform.processor() or "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:  # not Linux
+        pass
+    blas = "?"
+    try:
+        dep = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        blas = f"{dep.get('name')} {dep.get('version')}"
+    except Exception:  # noqa: BLE001 - an older NumPy: the BLAS stays unnamed
+        pass
+    thread_env = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                                             "NUMBA_NUM_THREADS") if k in os.environ}
+    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "numba_threads": numba.get_num_threads(),
+            "thread_env": thread_env, "blas": blas, "python": platform.python_version(), "numpy": np.__version__,
+            "numba": numba.__version__, "platform": platform.platform(), "machine": platform.machine()}
+
+
+
+# ------------------------------------------------------------------------------ the README's figures
+README_START = "<!-- demo-figures: written by `python benchmarks/readme_figures.py`; do not edit by hand -->"
+README_END = "<!-- /demo-figures -->"
+
+
+def readme_figures(results: dict) -> str:
+    """The README's demo paragraph (between the markers) from ``benchmarks/demo_figures.json``."""
+    s, m = results["summary"], results["summary"]["machine"]
+    acc = s["dev_accuracy"]
+    text = (f"With the default seed, on {m['cpu']} with {results['threads']} thread{'s' * (results['threads'] > 1)} "
+            f"(Python {m['python']}, NumPy {m['numpy']}, Numba {m['numba']}, {m['blas']}; code at "
+            f"{results['commit']}), the demo printed: held-out MLM accuracy {s['pretrain']['held_out_mlm_accuracy']:.1%} "
+            f"after {s['pretrain']['steps']} pretraining steps; {s['task'].replace('_', ' ')} dev accuracy "
+            f"{acc['pretrained']:.1%} pretrained, {acc['from_scratch']:.1%} from scratch, {acc['bag_of_words']:.1%} "
+            f"bag of words (majority {acc['majority']:.1%}).")
+    if results.get("timed"):
+        text += f" It took {results['demo_seconds'] / 60:.1f} minutes"
+        if results.get("test_seconds") is not None:
+            text += f", and `python -m pytest -q` {results['test_seconds'] / 60:.1f} minutes"
+        text += ", on that machine with nothing else running."
+    else:
+        text += (" Its times were not measured (a busy shared machine); `python benchmarks/readme_figures.py "
+                 "--tests` measures them.")
+    return "\n".join([README_START, *_wrap(text), README_END])
+
+
+def _wrap(text: str, width: int = 100) -> list[str]:
+    """Lines of at most ``width`` characters, never breaking inside a `code span`."""
+    import re
+    import textwrap
+
+    glued = re.sub(r"`[^`]*`", lambda m: m.group(0).replace(" ", "\x00"), text)
+    lines = textwrap.wrap(glued, width=width, break_long_words=False, break_on_hyphens=False)
+    return [line.replace("\x00", " ") for line in lines]
+
+
+def update_readme(readme_path: str, results: dict) -> None:
+    """Replace the README's demo paragraph (between the markers) with ``readme_figures(results)``."""
+    from .atomic import write_text_atomic
+
+    text = open(readme_path, encoding="utf-8").read()
+    start, end = text.index(README_START), text.index(README_END) + len(README_END)
+    write_text_atomic(readme_path, text[:start] + readme_figures(results) + text[end:])
+
+
+def _threads(info: dict) -> str:
+    n = info["numba_threads"]
+    return f"{n} thread{'s' * (n > 1)}"

@@ -1,8 +1,10 @@
 """A distillation run, end to end: ``python -m tinymobilebert distill`` and ``distill.distill(...)``.
 
-The run folder is a pretraining run's (``workflows`` module notes): ``run.json`` (the full
-configuration: every setting, the schedule's stages, both models' configs, the teacher's path and
-the tensors copied from it), ``log.jsonl`` (every loss term each step, weighted and unweighted,
+The run folder is a pretraining run's (``workflows`` module notes): ``run.json`` (every
+setting, the teacher's path among them, and a fingerprint of the text), ``distillation.json``
+(the full configuration those settings give: the schedule's stages, both models' configs, the
+layer mapping, the tensors copied from the teacher, the optimizer), ``log.jsonl`` (every loss
+term each step, weighted and unweighted,
 next to each layer group's learning rate; see ``steps.py``), ``checkpoints/`` (the student and
 its optimizer, exact resume), ``vocab.txt`` and ``model/`` (the student in transformers' layout,
 which ``finetune`` and transformers load). Nothing of the teacher is saved.
@@ -19,8 +21,6 @@ from __future__ import annotations
 import os
 import time
 
-import numpy as np
-
 from .. import config as presets
 from ..checkpoint import write_json
 from ..data import PretrainingData, encode_examples, example_batches, train_dev_split
@@ -36,6 +36,7 @@ from .teacher import copy_from_teacher, load_teacher, resolve_model_dir
 # google-research mobilebert/optimization.py: excluded from weight decay and the trust ratio
 LAMB_EXCLUDE = ["teacher", "LayerNorm", "layer_norm", "bias", "FakeLayerNorm"]
 LAYERWISE_LOSSES = ("fmt", "at", "mv")
+CONFIG_NAME = "distillation.json"  # the run's full configuration, beside run.json (the settings)
 
 DEFAULTS = dict(strategy="pkt", pd=True, student="mobilebert_small_student", student_config={}, steps_per_layer=60,
                 pd_steps=400, lr=1.5e-3, pd_lr=None, pd_warmup=None, batch_size=32, max_length=64, seed=0,
@@ -89,57 +90,67 @@ def build_schedule(s: dict, num_layers: int) -> TransferSchedule:
                             lr=s["lr"], pd_lr=s["pd_lr"], pd_warmup=warmup)
 
 
-def _settings(out_dir, given: dict, resume: bool) -> dict:
-    """The run's settings: recorded ones on resume (the data and schedule must be rebuilt alike)."""
-    import json
-
-    path = os.path.join(out_dir, "run.json")
-    if resume and os.path.isfile(path):
-        with open(path) as f:
-            return {**given, **json.load(f)["settings"]}
-    return given
-
-
-def distill(out_dir, teacher, *, docs=None, resume=False, progress=None, **settings) -> dict:
+def distill(out_dir, teacher=None, *, docs=None, resume=False, overwrite=False, progress=None, progress_every=None,
+            **settings) -> dict:
     """Distil a student from ``teacher`` (a run folder or model directory); returns a summary.
 
-    Settings (defaults in ``DEFAULTS``): ``strategy`` ("pkt", "jkt", "akt", "pd"), ``pd`` (run PD
-    after PKT/JKT), ``student`` (a preset name) and ``student_config`` (field overrides),
-    ``steps_per_layer`` (PKT's S; JKT runs L S steps), ``pd_steps``, ``lr`` (layer-wise stage),
-    ``pd_lr`` / ``pd_warmup`` (default: ``lr`` / 10% of PD), ``losses`` (subset of fmt, at, mv),
-    ``mapping`` ("uniform", "last" or a list), ``weights`` (FMT, AT, beta, gamma before division by
-    L), ``alpha`` (PD's ground-truth share), ``temperature``, ``at_form``, ``mv_teacher_layers``
-    ("same" or "all": the released code's statistics over every teacher layer),
-    ``padding_aware``, ``batch_size``, ``max_length``, ``seed``, ``corpus`` / ``docs`` (the text;
-    the built-in corpus by default), ``dev_fraction`` and ``split_seed`` (which documents are held
-    out: by default ``seed``'s split, as ``pretrain`` draws it; keep the teacher's, so the student
-    is never evaluated on text the teacher learned), ``eval_every``, ``save_every``,
-    ``eval_batches``.
+    Settings (defaults in ``DEFAULTS``; None or left out: "not given", so a resumed run keeps its
+    recorded value): ``strategy`` ("pkt", "jkt", "akt", "pd"), ``pd`` (run PD after PKT/JKT),
+    ``student`` (a preset name) and ``student_config`` (field overrides), ``steps_per_layer``
+    (PKT's S; JKT runs L S steps), ``pd_steps``, ``lr`` (layer-wise stage), ``pd_lr`` /
+    ``pd_warmup`` (default: ``lr`` / 10% of PD), ``losses`` (subset of fmt, at, mv), ``mapping``
+    ("uniform", "last" or a list), ``weights`` (FMT, AT, beta, gamma before division by L),
+    ``alpha`` (PD's ground-truth share), ``temperature``, ``at_form``, ``mv_teacher_layers``
+    ("same" or "all": the released code's statistics over every teacher layer), ``padding_aware``,
+    ``batch_size``, ``max_length``, ``seed``, ``corpus`` / ``docs`` (the text; the built-in corpus
+    by default), ``dev_fraction`` and ``split_seed`` (which documents are held out: by default
+    ``seed``'s split, as ``pretrain`` draws it; keep the teacher's, so the student is never
+    evaluated on text the teacher learned), ``eval_every``, ``save_every``, ``eval_batches``.
+
+    The folder is claimed as ``pretrain``'s (``train/run_folder.py``): ``resume`` continues a run
+    exactly, ``overwrite`` replaces one; anything else in a folder holding a run is an error.
     """
+    from ..train.run_folder import RunFolder
+    from ..train.settings import check_training_settings, corpus_fingerprint
+    from ..workflows import BUILTIN, IN_PYTHON, _path_setting, load_documents
+
     unknown = sorted(set(settings) - set(DEFAULTS))
     if unknown:
         raise TypeError(f"distill: unknown settings {unknown}; known: {sorted(DEFAULTS)}")
     t0 = time.perf_counter()
-    teacher_dir = resolve_model_dir(teacher)
-    s = _settings(out_dir, {**DEFAULTS, **settings}, resume)
-    teacher_model = load_teacher(teacher_dir)
+    given = {**settings, "teacher": None if teacher is None else os.path.abspath(resolve_model_dir(teacher)),
+             "corpus": IN_PYTHON if docs is not None else _path_setting(settings.get("corpus"))}
+    run = RunFolder(out_dir, "distill", given, {**DEFAULTS, "teacher": None, "corpus": BUILTIN}, resume=resume,
+                    overwrite=overwrite, safe_to_change=("eval_every", "save_every"), entries=(CONFIG_NAME,))
+    s = run.settings
+    if s["teacher"] is None:
+        raise ValueError("--teacher is required: a pretrained teacher's run folder or model directory")
+    check_training_settings({k: s[k] for k in ("batch_size", "eval_every", "save_every", "eval_batches", "seed")})
+    teacher_model = load_teacher(s["teacher"])
     tok = teacher_model.tokenizer
     cfg = student_config(s["student"], len(tok), s["student_config"])
     plan = check_pairing(cfg, teacher_model.config, s)
     schedule = build_schedule(s, cfg.num_hidden_layers)
     student = MobileBertForPreTraining(cfg, seed=s["seed"])
     copied = copy_from_teacher(student, teacher_model) if schedule.copies_from_teacher else []
-    docs = docs if docs is not None else _documents(s["corpus"])
+    if docs is None:
+        if s["corpus"] == IN_PYTHON:
+            raise ValueError(f"the run in {out_dir} was given its documents in Python: pass the same docs to resume it")
+        docs = load_documents(s["corpus"])
     split_seed = s["seed"] if s["split_seed"] is None else s["split_seed"]
     train_docs, dev_docs = train_dev_split(docs, dev_fraction=s["dev_fraction"], seed=split_seed)
     train_data = PretrainingData(train_docs, tok, max_length=s["max_length"], seed=s["seed"], nsp=True)
     dev_data = PretrainingData(dev_docs, tok, max_length=s["max_length"], seed=split_seed + 1, nsp=True)
-    os.makedirs(out_dir, exist_ok=True)
-    if not resume or not os.path.isfile(os.path.join(out_dir, "run.json")):
-        write_json(os.path.join(out_dir, "run.json"), {
-            "command": "distill", "settings": s, "teacher": os.path.abspath(teacher_dir),
-            "schedule": schedule.describe(), "student_config": cfg.to_dict(), "teacher_config": teacher_model.config.to_dict(),
-            "copied_from_teacher": copied, "mapping": list(plan.mapping.teacher_layers)})
+    if train_data.num_batches(s["batch_size"]) < 1:
+        raise ValueError(f"the training split gives {train_data.num_examples} examples, fewer than one batch "
+                         f"(--batch-size {s['batch_size']})")
+    run.start(facts={"corpus_sha256": corpus_fingerprint(docs), "documents": len(docs)})
+    write_json(os.path.join(out_dir, CONFIG_NAME), {
+        "schedule": schedule.describe(), "student_config": cfg.to_dict(), "teacher_config": teacher_model.config.to_dict(),
+        "copied_from_teacher": copied, "mapping": list(plan.mapping.teacher_layers), "losses": list(plan.losses),
+        "optimizer": {"name": "LAMB", "betas": [0.9, 0.999], "eps": 1e-6, "weight_decay": 0.01,
+                      "excluded": LAMB_EXCLUDE, "bias_correction": False, "max_grad_norm": 1.0,
+                      "freeze_moments_when_lr_zero": True}})
     tok.save_pretrained(out_dir)
     opt = lamb_for(student.store, schedule)
     step_fn = DistillationStep(teacher_model, schedule, plan, opt, LossWeights(*s["weights"]), alpha=s["alpha"],
@@ -159,66 +170,97 @@ def distill(out_dir, teacher, *, docs=None, resume=False, progress=None, **setti
     teacher_dev = evaluate_pretraining(teacher_model, dev_batches)
     trainer = Trainer(student, opt, batches, out_dir, max_steps=schedule.total_steps,
                       evaluate=lambda m: evaluate_pretraining(m, dev_batches), eval_every=s["eval_every"],
-                      save_every=s["save_every"], tokenizer=tok, progress=progress, description=schedule.stage_name,
-                      step_fn=step_fn)
-    resumed = trainer.resume() if resume else False
+                      save_every=s["save_every"], tokenizer=tok, progress=progress, progress_every=progress_every,
+                      description=schedule.stage_name, step_fn=step_fn)
+    resumed = trainer.resume() if run.resuming else False
     result = trainer.train()
     student.save_pretrained(os.path.join(out_dir, "model"), tokenizer=tok)
-    summary = {"out_dir": out_dir, "strategy": s["strategy"], "stages": [st.name for st in schedule.stages],
+    summary = {"out_dir": os.fspath(out_dir), "strategy": s["strategy"], "stages": [st.name for st in schedule.stages],
                "parameters": student.num_parameters(), "teacher_parameters": teacher_model.num_parameters(),
-               "teacher_dev": teacher_dev, "resumed": resumed, "total_seconds": time.perf_counter() - t0, **result}
+               "teacher_dev": teacher_dev, "resumed": resumed, "settings": dict(s),
+               "total_seconds": time.perf_counter() - t0, **result}
     write_json(os.path.join(out_dir, "summary.json"), _jsonable(summary))
     return summary
 
 
-def distill_task(out_dir, task, teacher, student, *, alpha=0.5, temperature=1.0, steps=300, batch_size=32,
-                 max_length=64, lr=1e-3, warmup=30, seed=0, eval_every=100, progress=None) -> dict:
+TASK_DEFAULTS = dict(task="word_order", corpus="builtin", teacher=None, student=None, alpha=0.5, temperature=1.0,
+                     steps=300, batch_size=32, max_length=64, lr=1e-3, warmup=None, seed=0, dev_fraction=None,
+                     eval_every=100, save_every=100)
+
+
+def distill_task(out_dir, task=None, teacher=None, student=None, *, resume=False, overwrite=False, progress=None,
+                 progress_every=None, **settings) -> dict:
     """Task distillation: fine-tune ``student`` (a pretrained model directory, e.g. a distilled
-    student's ``model/``) on ``task`` from ``teacher`` (a fine-tuned classifier directory) with
-    ``TaskDistillationStep`` (soft cross-entropy, plus the gold labels with weight ``alpha``)."""
+    student's run folder) on ``task`` from ``teacher`` (a fine-tuned classifier) with
+    ``TaskDistillationStep``: soft cross-entropy on the teacher's logits, plus the gold labels
+    with weight ``alpha`` (0: pure distillation). ``task``: a name, a GLUE-style path, or a Task.
+    Settings and the run folder as ``workflows.finetune`` (``TASK_DEFAULTS``; warm-up 10%)."""
     import warnings
 
-    teacher_dir, student_dir = resolve_model_dir(teacher, "--teacher"), resolve_model_dir(student, "--student")
+    from ..train.run_folder import RunFolder
+    from ..train.settings import check_training_settings, resolve_warmup, task_fingerprint
+    from ..workflows import IN_PYTHON, TASKS, _path_setting, build_run_task
+
+    unknown = sorted(set(settings) - set(TASK_DEFAULTS))
+    if unknown:
+        raise TypeError(f"distill_task: unknown settings {unknown}; known: {sorted(TASK_DEFAULTS)}")
+    task_obj = task if task is not None and not isinstance(task, (str, os.PathLike)) else None
+    spec = IN_PYTHON if task_obj is not None else (None if task is None else (
+        os.fspath(task) if os.fspath(task) in TASKS else _path_setting(task)))
+    given = {**settings, "task": spec, "corpus": _path_setting(settings.get("corpus")),
+             "teacher": None if teacher is None else os.path.abspath(resolve_model_dir(teacher, "--teacher")),
+             "student": None if student is None else os.path.abspath(resolve_model_dir(student, "--student"))}
+    run = RunFolder(out_dir, "distill_task", given, TASK_DEFAULTS, resume=resume, overwrite=overwrite,
+                    safe_to_change=("eval_every", "save_every"))
+    s = run.settings
+    for name in ("teacher", "student"):
+        if s[name] is None:
+            raise ValueError(f"--{name} is required for task distillation")
+    check_training_settings(s)
+    s["warmup"] = resolve_warmup(s["warmup"], s["steps"], 0.1)
+    if s["task"] == IN_PYTHON and task_obj is None:
+        raise ValueError(f"the run in {out_dir} was given its task as a Task object: pass the same Task to resume it")
+    task = task_obj if task_obj is not None else build_run_task(s)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        t = MobileBertForSequenceClassification.from_pretrained(teacher_dir)
+        t = MobileBertForSequenceClassification.from_pretrained(s["teacher"])
         if any(n.startswith("classifier.") for n in t.load_report.initialized):
-            raise ValueError(f"--teacher {teacher}: it has no classifier; task distillation needs a fine-tuned teacher")
+            raise ValueError(f"--teacher {s['teacher']}: it has no classifier; task distillation needs a fine-tuned "
+                             "teacher (finetune --model ...)")
         if t.config.num_labels != task.num_labels:
-            raise ValueError(f"--teacher {teacher}: it has {t.config.num_labels} labels, task {task.name} has "
+            raise ValueError(f"--teacher {s['teacher']}: it has {t.config.num_labels} labels, task {task.name} has "
                              f"{task.num_labels}")
-        st = MobileBertForSequenceClassification.from_pretrained(student_dir, num_labels=task.num_labels,
-                                                                 classifier_pooling=t.config.classifier_pooling, seed=seed)
+        st = MobileBertForSequenceClassification.from_pretrained(s["student"], num_labels=task.num_labels,
+                                                                 classifier_pooling=t.config.classifier_pooling,
+                                                                 seed=s["seed"])
     tok = st.tokenizer or t.tokenizer
     if tok is None or (t.tokenizer is not None and st.tokenizer is not None and t.tokenizer.vocab != st.tokenizer.vocab):
         raise ValueError("task distillation needs one vocabulary: the teacher's and the student's vocab.txt differ "
                          "(or neither has one)")
-    train = encode_examples(task.train, tok, max_length)
-    dev = encode_examples(task.dev, tok, max_length)
-    opt = AdamW(st.store, lr=lr, weight_decay=0.01, schedule=LinearWarmupDecay(warmup, steps), max_grad_norm=1.0)
-    os.makedirs(out_dir, exist_ok=True)
-    write_json(os.path.join(out_dir, "run.json"), {"command": "distill --task", "settings": dict(
-        task=task.name, teacher=os.path.abspath(teacher_dir), student=os.path.abspath(student_dir), alpha=alpha,
-        temperature=temperature, steps=steps, batch_size=batch_size, max_length=max_length, lr=lr, warmup=warmup,
-        seed=seed)})
-    trainer = Trainer(st, opt, lambda e, k: example_batches(train, batch_size, e, seed=seed, start_batch=k, drop_last=True),
-                      out_dir, max_steps=steps, evaluate=lambda m: evaluate_classification(
-                          m, lambda: example_batches(dev, 128, 0, shuffle=False)), eval_every=eval_every,
-                      tokenizer=tok, progress=progress, description=f"distil {task.name}",
-                      step_fn=TaskDistillationStep(t, alpha, temperature))
+    train = encode_examples(task.train, tok, s["max_length"])
+    dev = encode_examples(task.dev, tok, s["max_length"])
+    B = s["batch_size"]
+    opt = AdamW(st.store, lr=s["lr"], weight_decay=0.01, schedule=LinearWarmupDecay(s["warmup"], s["steps"]),
+                max_grad_norm=1.0)
+    run.start(facts={"task_sha256": task_fingerprint(task)})
+    tok.save_pretrained(out_dir)
+
+    def dev_batches():
+        return example_batches(dev, 128, 0, shuffle=False)
+
+    trainer = Trainer(st, opt, lambda e, k: example_batches(train, B, e, seed=s["seed"], start_batch=k, drop_last=True),
+                      out_dir, max_steps=s["steps"], evaluate=lambda m: evaluate_classification(m, dev_batches),
+                      eval_every=s["eval_every"], save_every=s["save_every"], tokenizer=tok, progress=progress,
+                      progress_every=progress_every, description=f"distil {task.name}",
+                      step_fn=TaskDistillationStep(t, s["alpha"], s["temperature"]))
+    resumed = trainer.resume() if run.resuming else False
     result = trainer.train()
     st.save_pretrained(os.path.join(out_dir, "model"), tokenizer=tok)
-    teacher_acc = evaluate_classification(t, lambda: example_batches(dev, 128, 0, shuffle=False))["accuracy"]
-    summary = {"task": task.name, "dev_accuracy": result["last_dev"]["accuracy"], "teacher_dev_accuracy": teacher_acc,
-               "parameters": st.num_parameters(), **result}
+    summary = {"task": task.name, "dev_accuracy": result["last_dev"]["accuracy"],
+               "teacher_dev_accuracy": evaluate_classification(t, dev_batches)["accuracy"],
+               "parameters": st.num_parameters(), "resumed": resumed, "settings": dict(s), **result}
     write_json(os.path.join(out_dir, "summary.json"), _jsonable(summary))
     return summary
-
-
-def _documents(corpus):
-    from ..workflows import load_documents
-
-    return load_documents(corpus)
 
 
 def _jsonable(d):
