@@ -194,3 +194,24 @@ def test_each_layer_trains_during_its_stage():
         q = f"mobilebert.encoder.layer.{l}.attention.self.query.weight"
         assert not np.array_equal(student.params[q], start[q])
     assert LossWeights().per_layer(4) == {"fmt": 25.0, "at": 0.25, "beta": 1250.0, "gamma": 1.25}
+
+
+def test_equal_budgets_split_the_same_cpu_seconds():
+    from tinymobilebert.distill.budget import measure_budget, split_budget, step_costs
+
+    costs = {"mlm": 0.1, "layerwise": 0.15, "jkt": 0.16, "pd": 0.2, "akt": 0.21}
+    n = split_budget(costs, 90.0, 4, layerwise_share=0.3)
+    assert n["mlm_steps"] == 900 and n["pd_only_steps"] == 450 and n["akt_steps"] == 428
+    assert n["steps_per_layer"] == int(0.3 * 90 / (4 * 0.15)) == 45
+    spent = 4 * n["steps_per_layer"] * 0.15 + n["pd_steps"] * 0.2
+    assert 90 - 0.2 < spent <= 90  # the distilled student spends the same CPU seconds, to one step
+    assert 4 * n["jkt_steps_per_layer"] * 0.16 + n["jkt_pd_steps"] * 0.2 <= 90
+    with pytest.raises(ValueError, match="layerwise_share"):
+        split_budget(costs, 90.0, 4, layerwise_share=1.0)
+    # measured on real steps: every kind of step costs CPU time, and a step with the teacher costs more
+    student, teacher = tiny_pair()
+    batches = [batch(k) for k in range(3)]
+    measured = step_costs(teacher, student.config, batches)
+    assert all(measured[k] > 0 for k in ("mlm", "layerwise", "jkt", "pd", "akt", "cpu_per_wall"))
+    b = measure_budget(teacher, student.config, batches, 2.0)
+    assert b.mlm_steps >= 1 and b.steps_per_layer >= 2 and b.pd_steps >= 1 and b.cpu_seconds > 0

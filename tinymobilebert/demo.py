@@ -257,13 +257,19 @@ README_END = "<!-- /demo-figures -->"
 def readme_figures(results: dict) -> str:
     """The README's demo paragraph (between the markers) from ``benchmarks/demo_figures.json``."""
     s, m = results["summary"], results["summary"]["machine"]
-    acc = s["dev_accuracy"]
+    teacher, dist, alone = s["rows"]
+    task = s["task"].replace("_", " ")
     text = (f"With the default seed, on {m['cpu']} with {results['threads']} thread{'s' * (results['threads'] > 1)} "
             f"(Python {m['python']}, NumPy {m['numpy']}, Numba {m['numba']}, {m['blas']}; code at "
-            f"{results['commit']}), the demo printed: held-out MLM accuracy {s['pretrain']['held_out_mlm_accuracy']:.1%} "
-            f"after {s['pretrain']['steps']} pretraining steps; {s['task'].replace('_', ' ')} dev accuracy "
-            f"{acc['pretrained']:.1%} pretrained, {acc['from_scratch']:.1%} from scratch, {acc['bag_of_words']:.1%} "
-            f"bag of words (majority {acc['majority']:.1%}).")
+            f"{results['commit']}), the demo printed: held-out MLM accuracy {teacher['held_out_mlm_accuracy']:.1%} "
+            f"for the IB-BERT teacher ({teacher['parameters'] / 1e6:.2f}M parameters, {s['teacher_steps']} steps); "
+            f"{dist['held_out_mlm_accuracy']:.1%} for the MobileBERT student ({dist['parameters'] / 1e6:.2f}M) "
+            f"distilled from it, and {alone['held_out_mlm_accuracy']:.1%} for the same student trained with MLM "
+            f"alone for the same budget ({s['budget']['cpu_seconds']:.0f} CPU-seconds each): "
+            f"{s['distilled_minus_mlm_only'] * 100:+.1f} points for distillation. {task.capitalize()} dev accuracy "
+            f"after fine-tuning: {teacher['dev_accuracy']:.1%} teacher, {dist['dev_accuracy']:.1%} distilled, "
+            f"{alone['dev_accuracy']:.1%} MLM only, {s['bag_of_words_dev_accuracy']:.1%} bag of words (majority "
+            f"{s['majority_dev_accuracy']:.1%}).")
     if results.get("timed"):
         text += f" It took {results['demo_seconds'] / 60:.1f} minutes"
         if results.get("test_seconds") is not None:

@@ -87,7 +87,7 @@ def step_costs(teacher, student_config, batches, *, mlm_lr=4e-3, seed=0) -> dict
     S = 1000
 
     def distill_step(strategy, step):
-        sched = TransferSchedule(strategy, L, S if strategy == "pkt" else 0, S)
+        sched = TransferSchedule(strategy, L, S if strategy in ("pkt", "jkt") else 0, S)
         lamb = lamb_for(student.store, sched)
         step_fn = DistillationStep(teacher, sched, plan, lamb)
 
