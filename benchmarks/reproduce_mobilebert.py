@@ -1,12 +1,13 @@
 """MobileBERT's Tables 8 and 9 in miniature: knowledge-transfer strategies and the ablation of
 its training, at laptop scale, equal student budgets, several seeds.
 
-    python benchmarks/reproduce_mobilebert.py                    # seeds 0,1,2, 90 CPU-s per student
-    python benchmarks/reproduce_mobilebert.py --seeds 0,1,2,3,4 --budget 120 --threads 1
+    python benchmarks/reproduce_mobilebert.py                    # seeds 0,1,2, the demo's budget
+    python benchmarks/reproduce_mobilebert.py --seeds 0,1,2,3,4 --budget 600 --teacher runs/demo/teacher
     python benchmarks/reproduce_mobilebert.py --report           # rewrite the tables from saved runs
 
-Slow (about 2 CPU-minutes per run: 7 students x seeds, each pretrained then fine-tuned on two
-tasks; about 45 CPU-minutes for 3 seeds; not part of the test suite). Every finished run is saved
+Slow (about 70 CPU-seconds per run: 7 students x seeds, each pretrained then fine-tuned on two
+tasks, plus the teacher's pretraining, about 4 CPU-minutes: some 30 CPU-minutes for 3 seeds; not
+part of the test suite). Every finished run is saved
 in ``{work}/results.json``; a restarted script skips them. The tables go to ``--results``
 (Markdown, PNG, JSON).
 
@@ -20,15 +21,17 @@ Rows (the paper's, with this project's readings where no code exists: ``distill/
   +PD+FMT+AT (PKT with FMT and attention transfer, then PD).
 * The teacher (pretrained once, the demo's recipe) and the bag-of-words baseline.
 
-**Equal budgets.** Every student gets the same process CPU seconds (``--budget``); step counts
-come from each kind of step's CPU cost, measured once at the start (``distill/budget.py``). The
+**Equal budgets.** Every student gets the same process CPU seconds: those of ``--budget`` steps
+of the student trained alone; step counts come from each kind of step's CPU cost, measured once
+at the start (``distill/budget.py``). The
 PKT ablation rows (fewer terms) are given the full PKT step's cost, so they run slightly fewer
 steps than they could. Data: the built-in corpus without the fine-tuning tasks' dev documents;
 one held-out split and one held-out masking for every run (``split_seed`` 0); the seed changes
 the student's initialisation, the data order and masking, and the fine-tuning.
 
 Measured per run: held-out MLM accuracy (the same 20 batches of held-out documents for every
-run) and dev accuracy after fine-tuning (200 steps) on ``word_order`` and ``next_sentence``.
+run) and dev accuracy after fine-tuning on ``word_order`` and ``next_sentence``: the demo's
+recipe (150 steps at each of three learning rates, the best reported, every model alike).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 
@@ -47,14 +51,16 @@ ALL_LOSSES = ["fmt", "at", "mv"]
 CONFIGS = {"AKT": dict(strategy="akt", losses=ALL_LOSSES), "JKT": dict(strategy="jkt", losses=ALL_LOSSES),
            "PKT": dict(strategy="pkt", losses=ALL_LOSSES), "+PD": dict(strategy="pd", losses=ALL_LOSSES),
            "+PD+FMT": dict(strategy="pkt", losses=["fmt"]), "+PD+FMT+AT": dict(strategy="pkt", losses=["fmt", "at"])}
-BATCH, LENGTH, FINETUNE_STEPS, EVAL_BATCHES = 32, 64, 200, 20
+BATCH, LENGTH, EVAL_BATCHES = 32, 64, 20
 
 
 def parse(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--budget", type=float, default=90.0, help="process CPU seconds per student (default 90)")
-    ap.add_argument("--layerwise-share", type=float, default=0.3, help="share of a PKT/JKT budget before PD")
+    ap.add_argument("--budget", type=int, default=None, metavar="STEPS", help="each student's budget: the CPU "
+                    "time of this many steps of the student trained alone (default: the demo's, 300)")
+    ap.add_argument("--layerwise-share", type=float, default=None, help="share of a PKT/JKT budget before PD "
+                                                                          "(default: the demo's, 0.3)")
     ap.add_argument("--teacher", default=None, help="a pretrained teacher (default: train one with the demo's recipe)")
     ap.add_argument("--work", default="runs/reproduce_mobilebert", help="run folders and results.json")
     ap.add_argument("--results", default=os.path.join(ROOT, "benchmarks", "results"), help="where the tables go")
@@ -90,12 +96,11 @@ def run_all(args, results, path):
     pre_docs = [d for d in docs if d.name not in dev_names]
     teacher_dir = args.teacher or os.path.join(args.work, "teacher")
     if args.teacher is None and not os.path.isfile(os.path.join(teacher_dir, "model", "model.safetensors")):
-        r = demo.DEFAULTS
-        log(f"teacher: pretraining {demo.TEACHER} for {r['teacher_steps']} steps")
+        T = demo.DEFAULTS["teacher_steps"]
+        log(f"teacher: pretraining {demo.TEACHER} for {T} steps (the demo's recipe)")
         t0 = time.process_time()
-        wf.pretrain(teacher_dir, docs=pre_docs, model=demo.TEACHER, steps=r["teacher_steps"], lr=r["teacher_lr"],
-                    warmup=max(1, r["teacher_steps"] // 20), seed=0, eval_every=r["teacher_steps"],
-                    save_every=r["teacher_steps"], progress=False, batch_size=BATCH, max_length=LENGTH,
+        wf.pretrain(teacher_dir, docs=pre_docs, model=demo.TEACHER, steps=T, lr=demo.RECIPE["teacher_lr"], seed=0,
+                    eval_every=T, save_every=T, progress=False, batch_size=BATCH, max_length=LENGTH,
                     config=demo.TEACHER_CONFIG)
         results["teacher_cpu_seconds"] = time.process_time() - t0
     teacher = distill.load_teacher(teacher_dir)
@@ -107,8 +112,11 @@ def run_all(args, results, path):
         data = wf.PretrainingData(train_docs, tok, max_length=LENGTH, seed=0)
         results["costs"] = step_costs(teacher, cfg, first_batches(data, BATCH, n=6))
         save(results, path)
-    n = split_budget(results["costs"], args.budget, cfg.num_hidden_layers, args.layerwise_share)
-    results["settings"] = {"budget_cpu_seconds": args.budget, "layerwise_share": args.layerwise_share,
+    share = args.layerwise_share if args.layerwise_share is not None else demo.RECIPE["layerwise_share"]
+    budget_steps = args.budget or demo.DEFAULTS["budget_steps"]
+    cpu_budget = budget_steps * results["costs"]["mlm"]
+    n = split_budget(results["costs"], cpu_budget, cfg.num_hidden_layers, share)
+    results["settings"] = {"budget_steps": budget_steps, "budget_cpu_seconds": cpu_budget, "layerwise_share": share,
                            "threads": args.threads, "steps": n, "teacher": os.path.abspath(teacher_dir)}
     log(f"step costs (CPU s): {json.dumps({k: round(v, 4) for k, v in results['costs'].items()})}; steps: {n}")
 
@@ -129,6 +137,7 @@ def run_all(args, results, path):
                 continue
             folder = os.path.join(args.work, name.replace("+", "plus_").replace(" ", "_") + f"_seed{seed}")
             log(f"{key}: training")
+            shutil.rmtree(folder, ignore_errors=True)  # a run interrupted earlier starts again
             c0, w0 = time.process_time(), time.perf_counter()
             if name == "MLM only":
                 steps = train_alone(folder, train_docs, tok, cfg, n["mlm_steps"], seed)
@@ -140,7 +149,7 @@ def run_all(args, results, path):
                     spl, pd = 0, n["akt_steps" if c["strategy"] == "akt" else "pd_only_steps"]
                 r = distill.distill(folder, teacher_dir, docs=pre_docs, strategy=c["strategy"], losses=c["losses"],
                                     student=demo.STUDENT, steps_per_layer=max(spl, 2), pd_steps=pd,
-                                    lr=demo.DEFAULTS["layerwise_lr"], pd_lr=demo.DEFAULTS["pd_lr"], seed=seed,
+                                    lr=demo.RECIPE["layerwise_lr"], pd_lr=demo.RECIPE["pd_lr"], seed=seed,
                                     split_seed=0, batch_size=BATCH, max_length=LENGTH, eval_every=0, save_every=0,
                                     progress=False)
                 steps = r["steps"]
@@ -158,7 +167,7 @@ def run_all(args, results, path):
 
 
 def train_alone(folder, train_docs, tok, cfg, steps, seed) -> int:
-    """The student with MLM + NSP alone: the demo's recipe (AdamW 4e-3, warm-up 1/16, clipping 1)."""
+    """The student with MLM + NSP alone: ``pretrain``'s recipe (AdamW 4e-3, warm-up 7.5%, clipping 1)."""
     from tinymobilebert import demo
     from tinymobilebert.data import PretrainingData
     from tinymobilebert.model import MobileBertForPreTraining
@@ -167,8 +176,8 @@ def train_alone(folder, train_docs, tok, cfg, steps, seed) -> int:
 
     data = PretrainingData(train_docs, tok, max_length=LENGTH, seed=seed)
     model = MobileBertForPreTraining(cfg, seed=seed)
-    opt = AdamW(model.store, lr=demo.DEFAULTS["mlm_lr"], weight_decay=0.01,
-                schedule=LinearWarmupDecay(max(1, steps // 16), steps), max_grad_norm=1.0)
+    opt = AdamW(model.store, lr=demo.RECIPE["mlm_lr"], weight_decay=0.01,
+                schedule=LinearWarmupDecay(round(0.075 * steps), steps), max_grad_norm=1.0)
     Trainer(model, opt, lambda e, k: ({**b, "mlm_positions": "labelled"} for b in data.batches(BATCH, e, start_batch=k)),
             folder, max_steps=steps, progress=False).train()
     model.save_pretrained(os.path.join(folder, "model"), tokenizer=tok)
@@ -176,7 +185,9 @@ def train_alone(folder, train_docs, tok, cfg, steps, seed) -> int:
 
 
 def measure(folder, tasks, dev_batches, seed, work, tag) -> dict:
-    """Held-out MLM accuracy and fine-tuned dev accuracy on each task."""
+    """Held-out MLM accuracy, and on each task the best dev accuracy over the demo's fine-tuning
+    learning rates (every model alike; each rate's in ``{task}_by_lr``)."""
+    from tinymobilebert import demo
     from tinymobilebert import workflows as wf
     from tinymobilebert.model import MobileBertForPreTraining
     from tinymobilebert.train.evaluate import evaluate_pretraining
@@ -184,11 +195,15 @@ def measure(folder, tasks, dev_batches, seed, work, tag) -> dict:
     model_dir = os.path.join(folder, "model")
     row = {"mlm_accuracy": evaluate_pretraining(MobileBertForPreTraining.from_pretrained(model_dir),
                                                 dev_batches)["mlm_accuracy"]}
+    F = demo.DEFAULTS["finetune_steps"]
     for t in TASKS:
-        ft = wf.finetune(os.path.join(work, "finetune", f"{tag}_{t}_seed{seed}"), tasks[t], model_dir=model_dir,
-                         steps=FINETUNE_STEPS, seed=seed, eval_every=FINETUNE_STEPS, progress=False, baseline=False,
-                         batch_size=BATCH, max_length=LENGTH)
-        row[t] = ft["dev_accuracy"]
+        by_lr = {}
+        for lr in demo.FINETUNE_LRS:
+            ft = wf.finetune(os.path.join(work, "finetune", f"{tag}_{t}_seed{seed}_lr{lr:g}"), tasks[t],
+                             model_dir=model_dir, steps=F, lr=lr, seed=seed, eval_every=F, save_every=F, progress=False,
+                             baseline=False, batch_size=BATCH, max_length=LENGTH, overwrite=True)
+            by_lr[f"{lr:g}"] = ft["dev_accuracy"]
+        row[t], row[t + "_by_lr"] = max(by_lr.values()), by_lr
     return row
 
 
@@ -236,12 +251,14 @@ def write_tables(results, folder):
 
     lines = ["# MobileBERT's Tables 8 and 9 in miniature", "",
              f"Written by `benchmarks/reproduce_mobilebert.py`. Student `mobilebert_small_student` (1.03M parameters), "
-             f"teacher `ib_bert_small_teacher` (2.42M), built-in corpus; every student gets "
-             f"{st.get('budget_cpu_seconds', '?')} process CPU seconds ({st.get('threads', '?')} thread), step counts "
+             f"teacher `ib_bert_small_teacher` (2.42M), built-in corpus; every student gets the process CPU seconds "
+             f"of {st.get('budget_steps', '?')} steps of the student trained alone "
+             f"({st.get('budget_cpu_seconds', 0):.0f} s, {st.get('threads', '?')} thread), step counts "
              f"{st.get('steps', {})} from the measured step costs (CPU s) "
              f"{ {k: round(v, 4) for k, v in results.get('costs', {}).items()} }. Mean ± standard deviation over "
              f"seeds (n per row in the last column), in %. Held-out MLM: accuracy on documents no model trained on; "
-             f"task columns: dev accuracy after 200 fine-tuning steps.", ""]
+             f"task columns: best dev accuracy over fine-tuning at learning rates 3e-4, 1e-3, 3e-3 (150 steps "
+             f"each).", ""]
     header = "| | held-out MLM | word_order dev | next_sentence dev | n |\n|---|---|---|---|---|"
     for title, names in (("Table 8 in miniature: knowledge-transfer strategies", TABLE8),
                          ("Table 9 in miniature: ablation", TABLE9)):

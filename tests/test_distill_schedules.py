@@ -213,5 +213,9 @@ def test_equal_budgets_split_the_same_cpu_seconds():
     batches = [batch(k) for k in range(3)]
     measured = step_costs(teacher, student.config, batches)
     assert all(measured[k] > 0 for k in ("mlm", "layerwise", "jkt", "pd", "akt", "cpu_per_wall"))
-    b = measure_budget(teacher, student.config, batches, 2.0)
-    assert b.mlm_steps >= 1 and b.steps_per_layer >= 2 and b.pd_steps >= 1 and b.cpu_seconds > 0
+    b = measure_budget(teacher, student.config, batches, 40)
+    assert b.mlm_steps == 40 and b.cpu_seconds == pytest.approx(40 * b.mlm_step_cpu)
+    assert b.steps_per_layer >= 2 and b.pd_steps >= 1
+    assert L * b.steps_per_layer * b.layerwise_step_cpu + b.pd_steps * b.pd_step_cpu <= b.cpu_seconds
+    with pytest.raises(ValueError, match="student_steps"):
+        measure_budget(teacher, student.config, batches, 0)

@@ -81,10 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="default 0")
     p.add_argument("--quick", action="store_const", const=True, default=None,
                    help="a shorter teacher, budget and fine-tuning (under 3 minutes)")
-    p.add_argument("--budget", type=float, default=None, help="seconds of training per student (default 90; "
-                   "counted in process CPU seconds at the measured rate, see distill/budget.py)")
+    p.add_argument("--budget", type=int, default=None, metavar="STEPS",
+                   help="each student's budget: the CPU time of this many steps of the student trained alone "
+                        "(default 300, --quick 100; see distill/budget.py)")
     p.add_argument("--teacher-steps", type=int, default=None, help="override the teacher's pretraining length")
-    p.add_argument("--finetune-steps", type=int, default=None, help="override the fine-tuning length (default 200)")
+    p.add_argument("--finetune-steps", type=int, default=None, help="fine-tuning steps at each of three learning "
+                   "rates (default 150, --quick 50)")
     p.add_argument("--task", default=None, help="fine-tuning task (default word_order)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted demo in --out")
     p.add_argument("--overwrite", action="store_true", help="delete the demo's earlier results in --out first "
@@ -189,7 +191,7 @@ def _evaluate(args):
 def _demo(args):
     from .demo import run_demo
 
-    run_demo(args.out, seed=args.seed, quick=args.quick, budget_seconds=args.budget, teacher_steps=args.teacher_steps,
+    run_demo(args.out, seed=args.seed, quick=args.quick, budget_steps=args.budget, teacher_steps=args.teacher_steps,
              finetune_steps=args.finetune_steps, task=args.task, progress=_progress(args),
              progress_every=args.progress_every, resume=args.resume, overwrite=args.overwrite)
 

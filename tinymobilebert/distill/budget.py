@@ -1,21 +1,23 @@
-"""Equal training budgets for a distilled student and a student trained alone, on a shared machine.
+"""Equal training budgets for a distilled student and a student trained alone, on any machine.
 
 A distillation step costs more than a plain MLM step (the teacher's forward pass comes with
 it), so "the same budget" must mean the same compute, not the same step count. Wall-clock time
 is what a user waits, but on a machine shared with other programs it measures their load as much
-as ours. So the budget is counted in **process CPU seconds** (``time.process_time``: the CPU
-time this process's threads used, which other programs do not inflate):
+as ours, and on a faster machine it buys more steps, so the results would depend on where they
+ran. So the budget is a **step count of the student trained alone**, and the distilled student
+gets the same **process CPU seconds** (``time.process_time``: the CPU time this process's threads
+used, which other programs do not inflate):
 
-1. each kind of step (the MLM-only student's, the distillation run's layer-wise step and its PD
-   step) runs a few times on real batches, after one warm-up step (JIT compilation), and its
-   CPU seconds per step are measured;
-2. the wall-clock budget asked for is turned into CPU seconds at the rate this process got CPU
-   time during the measurement (about the thread count on a quiet machine, less under load);
-3. each method gets ``budget_cpu / cpu_per_step`` steps (the distillation run splits its share
+1. each kind of step (the MLM-only student's, the distillation run's layer-wise step, its PD
+   step, JKT's and AKT's) runs a few times on real batches, after one warm-up step (JIT
+   compilation), and its CPU seconds per step are measured;
+2. a budget of N steps is ``N x`` the MLM-only step's CPU seconds;
+3. each method gets ``budget_cpu / cpu_per_step`` steps (a PKT or JKT run splits its share
    between the layer-wise stages and PD).
 
-Both students then use the same CPU seconds, whatever else runs on the machine; the step counts,
-the measured step costs and the CPU seconds each run really used are reported with the results.
+Only the ratio of step costs is measured, so the step counts hardly depend on the machine or its
+load; both students then use the same CPU seconds. The step counts, the measured step costs and
+the CPU seconds each run really used are reported with the results.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from .teacher import copy_from_teacher
 class Budget:
     """Step counts giving two methods the same CPU seconds (see the module notes)."""
 
-    wall_seconds: float  # the budget asked for
+    student_steps: int  # the budget: this many steps of the student trained alone
     cpu_per_wall: float  # CPU seconds this process got per wall second while measuring
     cpu_seconds: float  # the budget each method gets, in process CPU seconds
     mlm_step_cpu: float  # CPU seconds per step of the student trained alone
@@ -127,23 +129,26 @@ def split_budget(costs: dict, cpu_seconds: float, num_layers: int, layerwise_sha
     return out
 
 
-def measure_budget(teacher, student_config, batches, wall_seconds: float, *, layerwise_share: float = 0.3,
+def measure_budget(teacher, student_config, batches, student_steps: int, *, layerwise_share: float = 0.3,
                    mlm_lr=4e-3, seed=0) -> Budget:
-    """Measure the kinds of step on ``batches`` and split ``wall_seconds`` of budget (module notes).
+    """Measure the kinds of step on ``batches`` and give both students the CPU seconds of
+    ``student_steps`` steps of the student trained alone (see the module notes).
 
     Parameters
     ----------
     teacher : the loaded teacher (MobileBertForPreTraining)
     student_config : the student's MobileBertConfig (both students)
     batches : list of pretraining batch dicts (a few; the first is the warm-up)
-    wall_seconds : the budget per student, in wall-clock seconds at this moment's CPU rate
+    student_steps : the budget, in steps of the student trained alone
     layerwise_share : the share of the distillation budget spent in PKT's stages (the rest is PD)
     """
+    if isinstance(student_steps, bool) or not isinstance(student_steps, int) or student_steps < 1:
+        raise ValueError(f"student_steps (the budget) must be a whole number >= 1, got {student_steps!r}")
     costs = step_costs(teacher, student_config, batches, mlm_lr=mlm_lr, seed=seed)
-    cpu = wall_seconds * costs["cpu_per_wall"]
+    cpu = student_steps * costs["mlm"]
     n = split_budget(costs, cpu, student_config.num_hidden_layers, layerwise_share)
-    return Budget(wall_seconds, costs["cpu_per_wall"], cpu, costs["mlm"], costs["layerwise"], costs["pd"],
-                  n["mlm_steps"], n["steps_per_layer"], n["pd_steps"])
+    return Budget(student_steps, costs["cpu_per_wall"], cpu, costs["mlm"], costs["layerwise"], costs["pd"],
+                  student_steps, n["steps_per_layer"], n["pd_steps"])
 
 
 def first_batches(data, batch_size: int, n: int = 4) -> list:
