@@ -151,3 +151,18 @@ def test_student_is_at_most_half_the_teacher():
     assert (a.hidden_size, a.num_attention_heads, a.num_hidden_layers, a.embedding_size) == \
         (b.hidden_size, b.num_attention_heads, b.num_hidden_layers, b.embedding_size)
     assert np.isclose(s / t, 0.42, atol=0.05)
+
+
+def test_evaluate_measures_a_distilled_student_as_its_run_did(tmp_path, corpus_file, teacher_dir):
+    from tinymobilebert.evaluation import evaluate
+
+    r = distill(tmp_path / "run", teacher_dir, corpus=corpus_file, student="tiny", student_config=SHAPE,
+                steps_per_layer=2, pd_steps=3, batch_size=8, max_length=32, eval_every=0, save_every=0, progress=False)
+    again = evaluate(tmp_path / "run" / "model")
+    assert again["mlm_accuracy"] == r["last_dev"]["mlm_accuracy"] and again["run"] == str(tmp_path / "run")
+    with pytest.raises(ValueError, match="already holds a distill run"):
+        distill(tmp_path / "run", teacher_dir, corpus=corpus_file, student="tiny", student_config=SHAPE,
+                steps_per_layer=2, pd_steps=3, progress=False)
+    assert distill(tmp_path / "run", teacher_dir, corpus=corpus_file, student="tiny", student_config=SHAPE,
+                   steps_per_layer=2, pd_steps=3, batch_size=8, max_length=32, eval_every=0, save_every=0,
+                   progress=False, overwrite=True)["steps"] == 7
