@@ -20,6 +20,13 @@ options that reproduce or fix them). ``mapping`` says which teacher layer each s
 learns from and checks that two models can be paired; ``projection`` is the learned
 student-width -> teacher-width map for students narrower than their teacher (never part of the
 student's checkpoint).
+
+On top of the losses, MobileBERT's training itself: ``schedules`` (``TransferSchedule``: PKT's
+per-layer gates and warm-up, JKT, AKT, PD; which terms count and how fast each tensor learns at
+every step), ``teacher`` (loading it, its inference-lean pass, what the student copies from it),
+``steps`` (``DistillationStep`` and ``TaskDistillationStep``, the ``Trainer`` step functions),
+``budget`` (equal training budgets for a distilled student and one trained alone) and ``run``
+(``distill`` and ``distill_task``: the runs behind ``python -m tinymobilebert distill``).
 """
 
 from .attention import FORMS, attention_transfer_backward, attention_transfer_forward

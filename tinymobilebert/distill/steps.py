@@ -39,7 +39,6 @@ from .mean_variance import mean_variance_transfer_backward, mean_variance_transf
 from .schedules import PD, LossWeights
 from .teacher import teacher_pass
 
-TERMS = ("fmt", "at", "beta", "gamma")
 
 
 def layerwise_terms(out_s, out_t, layers, plan, weights: dict, attention_mask=None, at_form="original",
