@@ -166,3 +166,13 @@ def test_evaluate_measures_a_distilled_student_as_its_run_did(tmp_path, corpus_f
     assert distill(tmp_path / "run", teacher_dir, corpus=corpus_file, student="tiny", student_config=SHAPE,
                    steps_per_layer=2, pd_steps=3, batch_size=8, max_length=32, eval_every=0, save_every=0,
                    progress=False, overwrite=True)["steps"] == 7
+
+
+def test_progress_names_the_current_stage(tmp_path, corpus_file, teacher_dir, capsys):
+    distill(tmp_path / "run", teacher_dir, corpus=corpus_file, student="tiny", student_config=SHAPE,
+            steps_per_layer=2, pd_steps=2, batch_size=8, max_length=32, eval_every=0, save_every=0,
+            progress="lines", progress_every=1)
+    err = capsys.readouterr().err
+    for stage in ("PKT stage 1/2 (layer 0): step 1/6", "PKT stage 1/2 (layer 0): step 2/6",
+                  "PKT stage 2/2 (layer 1): step 3/6", "PD: step 5/6"):
+        assert stage in err, err

@@ -77,8 +77,8 @@ class Trainer:
     progress_every : steps between plain progress lines (None: 5% of the run)
     keep_checkpoints : how many checkpoints to keep
     description : str, or callable step -> str
-        What the progress bar is labelled with; a callable is asked again after every step
-        (a distillation run names its current stage).
+        What the progress bar and lines are labelled with; a callable ``description(step)`` is
+        asked after every update for the update just done (a distillation run names its stage).
     step_fn : callable (model, batch) -> dict, optional
         Fills the gradients of one step (they are zeroed before it; the optimizer steps after)
         and returns the scalars to log, with at least "loss". Default: ``default_step``.
@@ -207,8 +207,8 @@ class Trainer:
                                                  "(lower the learning rate or enable clipping)")
                     self._log(record)
                     last_train = record
-                if callable(self.description):  # a run of stages (distillation): name the current one
-                    shown.set_description(self._describe())
+                if callable(self.description):  # a run of stages (distillation): the stage of the step done
+                    shown.set_description(self.description(st["step"] - 1))
                 shown.update(st["step"], last_train)
                 if self.evaluate is not None and self.eval_every and st["step"] % self.eval_every == 0:
                     last_dev = self._run_eval()
