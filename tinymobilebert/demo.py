@@ -285,7 +285,7 @@ def readme_figures(results: dict) -> str:
             f"distilled from it, and {alone['held_out_mlm_accuracy']:.1%} for the same student trained with MLM "
             f"alone for the same budget ({s['budget']['cpu_seconds']:.0f} CPU-seconds each): "
             f"{s['distilled_minus_mlm_only'] * 100:+.1f} points for distillation. {task.capitalize()} dev accuracy "
-            f"after fine-tuning: {teacher['dev_accuracy']:.1%} teacher, {dist['dev_accuracy']:.1%} distilled, "
+            f"after fine-tuning (the best of three learning rates): {teacher['dev_accuracy']:.1%} teacher, {dist['dev_accuracy']:.1%} distilled, "
             f"{alone['dev_accuracy']:.1%} MLM only, {s['bag_of_words_dev_accuracy']:.1%} bag of words (majority "
             f"{s['majority_dev_accuracy']:.1%}).")
     if results.get("timed"):
@@ -296,7 +296,18 @@ def readme_figures(results: dict) -> str:
     else:
         text += (" Its times were not measured (a busy shared machine); `python benchmarks/readme_figures.py "
                  "--tests` measures them.")
-    return "\n".join([README_START, *_wrap(text), README_END])
+    timed = bool(results.get("timed"))  # latency is a time too: shown only from a quiet machine
+    table = ["", "| model | parameters | MFLOPs/token | " + "latency (32 x 64 tokens) | " * timed + "held-out MLM | "
+             + task + " dev | training steps |", "|---|---|---|---|---|---|" + "---|" * timed]
+    b = s["budget"]
+    steps = {"teacher": f"{s['teacher_steps']}", "alone": f"{b['mlm_steps']}",
+             "distilled": f"{b['steps_per_layer']} per layer (PKT) + {b['pd_steps']} (PD)"}
+    for row, key in zip(s["rows"], ("teacher", "distilled", "alone")):
+        latency = f"{row['latency_ms']:.0f} ms | " if timed else ""
+        table.append(f"| {row['model']} | {row['parameters'] / 1e6:.2f}M | {row['mflops_per_token']:.2f} | {latency}"
+                     f"{row['held_out_mlm_accuracy']:.1%} | {row['dev_accuracy']:.1%} | {steps[key]} |")
+    table.append("| bag of words | | | " + "| " * timed + f"| {s['bag_of_words_dev_accuracy']:.1%} | |")
+    return "\n".join([README_START, *_wrap(text), *table, README_END])
 
 
 def _wrap(text: str, width: int = 100) -> list[str]:
