@@ -47,6 +47,51 @@ def test_resume_in_process_is_exact(tmp_path):
     assert len(a) == len(b) == 12 and a == b  # bit-identical, dropout included
 
 
+class RunningMean:
+    """A stand-in for state a custom step keeps (token importances, a distillation projection)."""
+
+    def __init__(self):
+        self.mean, self.count = np.zeros(3), 0
+
+    def state_dict(self):
+        return {"mean": self.mean.copy(), "count": self.count}
+
+    def load_state_dict(self, d):
+        self.mean[...], self.count = d["mean"], int(d["count"])
+
+
+def make_custom(out, steps):
+    """A custom step: the MLM loss at half weight, a running mean of the NSP logits kept as extra state."""
+    t = make(out, steps)
+    tracker = RunningMean()
+
+    def step(model, batch):
+        o = model.forward(**batch, output_hidden_states=False)
+        model.backward(grad_outputs={"seq_relationship_logits": np.full((4, 2), 0.1)})
+        tracker.count += 1
+        tracker.mean[:2] += (o.seq_relationship_logits.mean(axis=0) - tracker.mean[:2]) / tracker.count
+        return {"loss": o.loss, "tracked": tracker.mean[0], "count": tracker.count}
+
+    t.step_fn, t.extra_state = step, {"tracker": tracker}
+    return t, tracker
+
+
+def test_custom_step_and_extra_state_resume_exactly(tmp_path):
+    whole, _ = make_custom(tmp_path / "a", 12)
+    whole.train()
+    make_custom(tmp_path / "b", 7)[0].train()
+    t, tracker = make_custom(tmp_path / "b", 12)
+    assert t.resume() and tracker.count == 7
+    t.train()
+    a, b = read_log(tmp_path / "a"), read_log(tmp_path / "b")
+    assert [r["step"] for r in b] == list(range(1, 13))
+    assert [(r["loss"], r["tracked"], r["count"]) for r in a] == [(r["loss"], r["tracked"], r["count"]) for r in b]
+    t2 = make(tmp_path / "b", 12)
+    t2.extra_state = {"other": RunningMean()}
+    with pytest.raises(ValueError, match="no state for 'other'"):
+        t2.resume()
+
+
 def test_checkpoints_are_pruned_and_latest_points_at_the_newest(tmp_path):
     t = make(tmp_path, 12, save_every=2)
     t.train()

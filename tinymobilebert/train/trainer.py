@@ -1,6 +1,9 @@
 """The training loop: steps, evaluation, logs, progress, checkpoints and exact resume.
 
-One step is ``zero_grad -> forward(**batch) -> backward() -> optimizer.step()``. Batches come
+One step is ``zero_grad -> step_fn(model, batch) -> optimizer.step()``, where the default
+``step_fn`` is ``forward(**batch) -> backward()``; a custom one (distillation, DynaBERT's
+sum over sub-networks, token dropping's importance update) computes the gradients its own way
+and returns the scalars to log (``"loss"`` at least). Batches come
 from a function ``batches(epoch, start_batch)`` that yields the batches of an epoch from a given
 position; it must be a pure function of its arguments (the data pipeline derives shuffling and
 masking from (seed, epoch)), so a resumed run sees exactly the batches the interrupted run would
@@ -41,6 +44,17 @@ def read_log(path) -> list[dict]:
     return records
 
 
+def default_step(model, batch) -> dict:
+    """forward(**batch) then backward(); logs the loss and, when the model reports them, its parts."""
+    out = model.forward(**batch)
+    model.backward()
+    logged = {"loss": out.loss}
+    for key in ("mlm_loss", "nsp_loss"):
+        if getattr(out, key, None) is not None:
+            logged[key] = getattr(out, key)
+    return logged
+
+
 class Trainer:
     """Run ``max_steps`` optimizer steps of ``model`` on ``batches``.
 
@@ -57,11 +71,19 @@ class Trainer:
     tokenizer : saved with each checkpoint when given
     progress : bool or None (None: a progress bar when stderr is a terminal)
     keep_checkpoints : how many checkpoints to keep
+    step_fn : callable (model, batch) -> dict, optional
+        Fills the gradients of one step (they are zeroed before it; the optimizer steps after)
+        and returns the scalars to log, with at least "loss". Default: ``default_step``.
+    extra_state : dict name -> object, optional
+        More state to checkpoint and restore for an exact resume (a teacher's projection, token
+        importances, ...): each object has ``state_dict() -> {key: array or JSON scalar}`` and
+        ``load_state_dict(d)``.
     """
 
     def __init__(self, model, optimizer, batches: Callable[[int, int], Iterator[dict]], out_dir: str, *,
                  max_steps: int, evaluate=None, eval_every: int = 0, save_every: int = 0, log_every: int = 1,
-                 tokenizer=None, progress=None, keep_checkpoints: int = 2, description: str = "train"):
+                 tokenizer=None, progress=None, keep_checkpoints: int = 2, description: str = "train",
+                 step_fn=None, extra_state: dict | None = None):
         if max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {max_steps}")
         self.model, self.optimizer, self.batches = model, optimizer, batches
@@ -70,6 +92,8 @@ class Trainer:
         self.log_every, self.tokenizer, self.keep = max(1, int(log_every)), tokenizer, keep_checkpoints
         self.progress = sys.stderr.isatty() if progress is None else progress
         self.description = description
+        self.step_fn = default_step if step_fn is None else step_fn
+        self.extra_state = dict(extra_state or {})
         self.state = {"step": 0, "epoch": 0, "batch": 0}
         self.history: list[dict] = []
         os.makedirs(out_dir, exist_ok=True)
@@ -81,7 +105,7 @@ class Trainer:
         folder = latest_checkpoint(self.out_dir)
         if folder is None:
             return False
-        state = load_training_checkpoint(folder, self.model, self.optimizer)
+        state = load_training_checkpoint(folder, self.model, self.optimizer, self.extra_state)
         self.state = {k: state[k] for k in ("step", "epoch", "batch")}
         if os.path.exists(self.log_path):
             kept = [r for r in read_log(self.log_path) if r.get("step", 0) <= self.state["step"]]
@@ -98,7 +122,7 @@ class Trainer:
 
     def _save(self) -> None:
         save_training_checkpoint(self.out_dir, self.state["step"], self.model, self.optimizer, dict(self.state),
-                                 tokenizer=self.tokenizer, keep=self.keep)
+                                 tokenizer=self.tokenizer, keep=self.keep, extra_state=self.extra_state)
 
     def _run_eval(self) -> dict:
         metrics = self.evaluate(self.model)
@@ -123,18 +147,15 @@ class Trainer:
             for batch in self.batches(st["epoch"], st["batch"]):
                 produced = True
                 model.zero_grad()
-                out = model.forward(**batch)
-                model.backward()
+                logged = self.step_fn(model, batch)
                 stats = opt.step()
                 st["step"] += 1
                 st["batch"] += 1
                 tokens += int(np.sum(batch["attention_mask"])) if "attention_mask" in batch else batch["input_ids"].size
                 if st["step"] % self.log_every == 0 or st["step"] == self.max_steps:
                     now = time.perf_counter()
-                    record = {"split": "train", "step": st["step"], "epoch": st["epoch"], "loss": float(out.loss)}
-                    for key in ("mlm_loss", "nsp_loss"):
-                        if getattr(out, key, None) is not None:
-                            record[key] = float(getattr(out, key))
+                    record = {"split": "train", "step": st["step"], "epoch": st["epoch"],
+                              **{k: float(v) for k, v in logged.items()}}
                     record["lr"] = float(stats["lr"])
                     if "grad_norm" in stats:
                         record["grad_norm"] = float(stats["grad_norm"])
