@@ -212,7 +212,6 @@ def save_pretrained(model, path, tokenizer=None, dtype=None, compact=False) -> N
     ``dynabert.extract``). ``compact=True`` writes it as it is instead, a form only
     ``from_pretrained`` here reads (transformers refuses it: its weight shapes do not match).
     """
-    os.makedirs(path, exist_ok=True)
     tensors = model.state_dict()
     if dtype is not None:
         tensors = {k: v.astype(dtype) for k, v in tensors.items()}
@@ -222,7 +221,8 @@ def save_pretrained(model, path, tokenizer=None, dtype=None, compact=False) -> N
     if cfg.attention_head_size is not None and not compact:
         from .dynabert.extract import pad_heads_for_transformers
 
-        cfg, tensors = pad_heads_for_transformers(cfg, tensors, prefix)
+        cfg, tensors = pad_heads_for_transformers(cfg, tensors, prefix)  # or a clear error, before any write
+    os.makedirs(path, exist_ok=True)
     for name, shape in _never_used_by_transformers(cfg).items():
         full = name if name.startswith("cls.") else prefix + name
         if name.startswith("cls.") and not any(k.startswith("cls.predictions") for k in tensors):

@@ -1,4 +1,4 @@
-"""The command line: ``python -m tinymobilebert {demo,pretrain,finetune,evaluate,plot,bench}``.
+"""The command line: ``python -m tinymobilebert {demo,pretrain,finetune,evaluate,plot,dynabert,bench}``.
 
 Every sub-command has ``--help``. The work itself lives in ``workflows`` and ``demo``; this file
 only turns arguments into calls.
@@ -95,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="curves.png", help="the PNG to write (default curves.png)")
     p.add_argument("--smooth", type=int, default=20, help="moving-average window for training losses")
 
+    from .dynabert.command import add_parser as add_dynabert_parser
+
+    add_dynabert_parser(sub)
+
     sub.add_parser("bench", help="benchmarks against PyTorch and the NumPy twins (see benchmarks/README.md)",
                    add_help=False)
     return parser
@@ -109,6 +113,11 @@ def main(argv=None) -> int:
         return 0
     args = build_parser().parse_args(argv)
     progress = False if getattr(args, "no_progress", False) else None
+    if args.command == "dynabert":
+        from .dynabert.command import run_command
+
+        run_command(args, progress)
+        return 0
     if args.command == "demo":
         from .demo import run_demo
 

@@ -124,7 +124,7 @@ def plot_head_importance(heads, out_png: str, title: str | None = None) -> str:
     heads = np.asarray(heads, dtype=np.float64)
     L, A = heads.shape
     scaled = heads / np.maximum(heads.max(axis=1, keepdims=True), 1e-300)  # per layer: the ranking is per layer
-    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * A, 1.0 + 0.4 * L))
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.5 + 0.6 * A), max(3.0, 1.2 + 0.4 * L)))
     im = ax.imshow(scaled, cmap="viridis", aspect="auto", vmin=0, vmax=1)
     ranks = np.argsort(np.argsort(-heads, axis=1, kind="stable"), axis=1)
     for i in range(L):
@@ -135,7 +135,7 @@ def plot_head_importance(heads, out_png: str, title: str | None = None) -> str:
     ax.set_ylabel("layer")
     ax.set_xticks(range(A))
     ax.set_yticks(range(L))
-    ax.set_title(title or "head importance (relative to each layer's most important; numbers: rank)", fontsize=9)
+    ax.set_title(title or "head importance\n(relative to the layer's largest; numbers: rank)", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.05)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(out_png)), exist_ok=True)

@@ -19,7 +19,7 @@ from .extract import extract_subnetwork
 LATENCY_BATCHES = (1, 32)
 
 
-def measure_latency(model, batch_size: int, seq_len: int, repeats: int = 5, warmup: int = 1) -> float:
+def measure_latency(model, batch_size: int, seq_len: int, repeats: int = 5, warmup: int = 2) -> float:
     """Median seconds of ``model.forward`` (eval, no caches) on random ids (batch_size, seq_len)."""
     ids = np.random.default_rng(0).integers(1, model.config.vocab_size, (batch_size, seq_len))
     model.eval()
