@@ -117,3 +117,18 @@ def test_report_says_when_torch_is_missing(quick_run):
     assert res["ratios"]["micro"]["train"]["ours_vs_torch"] is None
     text = format_report(res)
     assert TORCH_SKIPPED in text and "Targets" in text
+
+
+def test_dynabert_row(quick_run):
+    """Every width x depth sub-network of both layouts, extracted and run in the supernet."""
+    _, data = quick_run
+    assert set(data["dynabert"]) == {"mobilebert/micro", "bert/micro"}
+    for key, entry in data["dynabert"].items():
+        assert "error" not in entry, entry
+        assert [(r["width"], r["depth"]) for r in entry["rows"]] == [
+            (w, d) for d in (0.5, 0.75, 1.0) for w in (0.25, 0.5, 0.75, 1.0)]
+        for r in entry["rows"]:
+            assert r["flops"] > 0 and r["extracted"]["median"] > 0 and r["supernet"]["median"] > 0
+    names = [t["target"] for t in data["targets"]]
+    assert any(n.startswith("dynabert bert/micro: supernet") for n in names)
+    assert "DynaBERT sub-networks, mobilebert/micro" in format_report(data)

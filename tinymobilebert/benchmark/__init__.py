@@ -18,7 +18,9 @@ What is measured, on one machine in one run, float32, same thread count everywhe
   (FLOPs from ``tinymobilebert.costs``);
 * every registered kernel, Numba against its NumPy twin, at the shapes of the largest size;
 * JIT: import + first tiny training step with an empty Numba cache (cold) and again (warm),
-  and a check that importing the package compiles nothing.
+  and a check that importing the package compiles nothing;
+* DynaBERT: inference of extracted sub-networks at every width x depth against their FLOPs, and
+  the supernet run at (w, d) against the extracted model (``dynabert.py``).
 
 Targets are printed as pass/miss markers; nothing here asserts a timing. Times are wall-clock
 (``time.perf_counter``) after warm-up; we report the median, the min and the max of the repeats.
@@ -53,6 +55,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--json", default=None, help="write raw numbers and ratios here")
     ap.add_argument("--no-kernels", action="store_true", help="skip the per-kernel comparison")
     ap.add_argument("--no-jit", action="store_true", help="skip the cold/warm JIT measurement")
+    ap.add_argument("--no-dynabert", action="store_true",
+                    help="skip the DynaBERT row (extracted sub-networks vs the supernet, small and paper sizes)")
     ap.add_argument("--rounds", type=int, default=1, help="repeat the whole sweep, interleaved, and pool the "
                                                           "samples (steadier on a shared machine)")
     ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
@@ -74,7 +78,8 @@ def main(argv=None) -> dict:
         if bad:
             ap.error(f"unknown {name} {bad}; choose from {', '.join(known)}")
     res = run_benchmark(sizes, impls, args.repeats, args.quick, args.threads, not args.no_kernels, not args.no_jit,
-                        args.wait_quiet, args.rounds, log=lambda s: print(s, file=sys.stderr, flush=True))
+                        args.wait_quiet, args.rounds, log=lambda s: print(s, file=sys.stderr, flush=True),
+                        dynabert=not args.no_dynabert)
     print(format_report(res))
     if args.json:
         write_text_atomic(args.json, json.dumps(res, indent=1) + "\n")

@@ -9,6 +9,8 @@ import tempfile
 
 import numpy as np
 
+from .dynabert import LAYOUTS as DYNABERT_LAYOUTS
+from .dynabert import dynabert_sizes, dynabert_targets
 from .measure import DEFAULT_SIZES, IMPLS, MLM_FRACTION, MODES, SIZES, TARGET_INFER_VS_TORCH, TARGET_KERNEL_SPEEDUP, TARGET_PAPER_FRACTION_OF_PEAK, TARGET_TRAIN_VS_TORCH, TARGET_WARM_FIRST_STEP_S, TORCH_SKIPPED, cpu_pressure_avg10, size_config, summarize, wait_until_quiet
 from .workers import run_worker
 
@@ -89,7 +91,7 @@ def merge_rounds(a: dict, b: dict) -> dict:
 
 
 def run_benchmark(sizes=DEFAULT_SIZES, impls=IMPLS, repeats=None, quick=False, threads=None, kernels=True,
-                  jit=True, wait_quiet=0.0, rounds=1, log=print) -> dict:
+                  jit=True, wait_quiet=0.0, rounds=1, log=print, dynabert=True) -> dict:
     """Run everything; returns the raw results and the ratios (see ``ratios``).
 
     ``rounds``: run the whole sweep of steps (and kernels) this many times, interleaved, and pool
@@ -141,6 +143,16 @@ def run_benchmark(sizes=DEFAULT_SIZES, impls=IMPLS, repeats=None, quick=False, t
             log(f"[bench] round {rnd + 1}/{rounds} kernels at the shapes of {ksize}")
             record(res, "kernels", measure("kernels", {"size": ksize, "budget_s": 0.05 if quick else 0.3,
                                                         "min_reps": 1 if quick else 3}))
+    if dynabert and "tinymobilebert" in impls:  # once, after the rounds (see benchmark/dynabert.py)
+        res["dynabert"] = {}
+        for size in dynabert_sizes(sizes):
+            log(f"[bench] dynabert {size}: extracted sub-networks and the supernet at (w, d), "
+                f"{' and '.join(DYNABERT_LAYOUTS)}")
+            reps = repeats or (2 if quick else max(3, SIZES[size]["repeats"] // 2))
+            got = measure("dynabert", {"layouts": list(DYNABERT_LAYOUTS), "size": size, "warmup": 1, "repeats": reps})
+            for layout in DYNABERT_LAYOUTS:
+                key = f"{layout}/{size}"
+                res["dynabert"][key] = got[key] if key in got else {"error": got.get("error", "not measured")}
     if jit:
         with tempfile.TemporaryDirectory(prefix="tmb-numba-cache-") as cache:
             log("[bench] JIT cold (empty NUMBA_CACHE_DIR)")
@@ -208,6 +220,7 @@ def ratios(res):
         if row["used_by_model"] and row.get("numba_kernel", True):
             target(f"kernel {row['kernel']} [{row['shape']}] >= 2x twin", row["speedup"], TARGET_KERNEL_SPEEDUP,
                    at_most=False)
+    dynabert_targets(res, target)
     warm = res.get("jit", {}).get("warm", {})
     if "import_s" in warm:
         target("warm import + first tiny step <= 3 s", warm["import_s"] + warm["first_step_s"], TARGET_WARM_FIRST_STEP_S)

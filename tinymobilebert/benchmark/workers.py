@@ -323,7 +323,9 @@ print("@@BENCH@@" + json.dumps({"import_s": t_import, "first_step_s": t_step, "d
 def worker_entry(kind: str, spec_json: str) -> None:
     """Subprocess entry point: run one worker, print its result as the last line."""
     spec = json.loads(spec_json)
-    fn = {"step": worker_step, "peak": worker_peak, "kernels": worker_kernels}[kind]
+    from .dynabert import worker_dynabert
+
+    fn = {"step": worker_step, "peak": worker_peak, "kernels": worker_kernels, "dynabert": worker_dynabert}[kind]
     print("@@BENCH@@" + json.dumps(fn(spec)), flush=True)
 
 
