@@ -6,7 +6,8 @@
 
 Shapes: "paper" are those of ``python -m tinymobilebert bench`` (config.mobilebert(), 8 x 128
 tokens); "tiny" are the tiny benchmark size's (1024 tokens, widths 32/64/128, attention
-[16,4,64,64], the MLM head's labelled rows [154, 1024]). Each thread count runs in a fresh
+[16,4,64,64], the MLM head's labelled rows [154, 1024]); the distillation losses' kernels run at
+the same shapes (hidden states [1024, H], attention rows [B*A*T, T], labelled rows [M, V]). Each thread count runs in a fresh
 process (the kernel pool's size is fixed when it starts). Times are the *minimum* over many
 calls, which is robust to other load on a shared machine; the ratio is twin / Numba.
 
@@ -67,6 +68,7 @@ def cases(size: str, rng):
     lse = np.log(np.exp(logits.astype(np.float64)).sum(axis=1))
     out += [("cross_entropy_forward", f"[{n_ce},{V}]", (logits, labels)),
             ("cross_entropy_backward", f"[{n_ce},{V}]", (logits, labels, lse, 1.0 / max(1, (labels >= 0).sum())))]
+    out += distill_cases(N, H, A, B, T, V, n_ce, r, rng)
     ids = rng.integers(1, V, (B, T))
     table = r(V, E)
     out += [("trigram_embed", f"ids [{B},{T}] table [{V},{E}]", (ids, table, None)),
@@ -76,6 +78,30 @@ def cases(size: str, rng):
             ("add_position_type", f"[{B},{T},{H}]", (r(B, T, H), r(512, H), r(2, H), np.zeros((B, T), np.int64))),
             ("add_position_type_backward", f"[{B},{T},{H}]",
              (r(B, T, H), np.zeros((B, T), np.int64), np.zeros((512, H), f32), np.zeros((2, H), f32)))]
+    return out
+
+
+def distill_cases(N, H, A, B, T, V, M, r, rng):
+    """The distillation losses' kernels: FMT and mean/variance transfer on (N, H) hidden states,
+    attention transfer on (B*A*T, T) scores, MLM distillation on (M, V) labelled rows."""
+    from tinymobilebert.kernels.hidden_stats import feature_map_loss_forward_numpy, row_moments_numpy
+    from tinymobilebert.kernels.soft_targets import soft_target_ce_forward_numpy
+
+    a, b = r(N, H), r(N, H)
+    w = np.full(N, 1.0 / (N * H))
+    _, *stats = feature_map_loss_forward_numpy(a, b, 1e-12, w)
+    mu, _ = row_moments_numpy(a)
+    out = [("feature_map_loss_forward", f"FMT [{N},{H}]", (a, b, 1e-12, w)),
+           ("feature_map_loss_backward", f"FMT [{N},{H}]", (a, b, *stats, 2.0 * w)),
+           ("row_moments", f"[{N},{H}]", (a,)),
+           ("row_moments_backward", f"[{N},{H}]", (a, mu, rng.standard_normal(N), rng.standard_normal(N)))]
+    none = np.zeros(0, np.int64)
+    for label, (R, S), labels, alpha in ((f"AT [{B * A * T},{T}]", (B * A * T, T), none, 0.0),
+                                         (f"MLM distill [{M},{V}]", (M, V), rng.integers(0, V, M), 0.5)):
+        s_s, s_t, w = r(R, S), r(R, S), np.full(R, 1.0 / R)
+        _, st = soft_target_ce_forward_numpy(s_s, s_t, labels, alpha, 1.0, None, 1, w, False)
+        out += [("soft_target_ce_forward", label, (s_s, s_t, labels, alpha, 1.0, None, 1, w, False)),
+                ("soft_target_ce_backward", label, (s_s, s_t, labels, alpha, 1.0, None, 1, st, w))]
     return out
 
 
@@ -94,6 +120,7 @@ def time_min(fn, budget_s: float, before=None, max_reps: int = 400) -> float:
 
 
 def child(sizes, only, budget, after_matmul) -> list:
+    import tinymobilebert.distill  # noqa: F401  (registers the distillation losses' kernels)
     from tinymobilebert.kernels import REGISTRY
 
     before = None

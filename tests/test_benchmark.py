@@ -83,6 +83,7 @@ def test_ratios_and_targets(quick_run):
 def test_kernels_compare_numba_with_twins(quick_run):
     _, data = quick_run
     k = data["kernels"]
+    import tinymobilebert.distill  # noqa: F401  (registers the distillation kernels, as the worker does)
     import tinymobilebert.optim  # noqa: F401  (registers the optimizer kernels, as the worker does)
     from tinymobilebert.kernels import REGISTRY
 
@@ -93,6 +94,12 @@ def test_kernels_compare_numba_with_twins(quick_run):
         assert row["speedup"] > 0 and row["numba"]["median"] > 0 and row["numpy"]["median"] > 0
         assert isinstance(row["used_by_model"], bool)
     assert "norm_forward" in k["used"] and "adamw_update" in k["used"]
+    distill_kernels = {"feature_map_loss_forward", "feature_map_loss_backward", "row_moments", "row_moments_backward",
+                       "soft_target_ce_forward", "soft_target_ce_backward"}
+    assert distill_kernels <= names and distill_kernels <= set(k["used"])  # measured, with the 2x target
+    shapes = {row["shape"] for row in k["rows"] if row["kernel"] == "soft_target_ce_forward"}
+    assert any(s.startswith("attention transfer") for s in shapes) and any(s.startswith("MLM distillation")
+                                                                           for s in shapes)
     assert not k["no_recipe"]  # every registered kernel has a recipe
     blas = [row for row in k["rows"] if not row["numba_kernel"]]
     assert {row["kernel"] for row in blas} == {"gemm_accumulate"}

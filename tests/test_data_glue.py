@@ -72,7 +72,7 @@ def test_errors(tmp_path):
     path = _write(tmp_path / "d.tsv", ["sentence\tlabel", "fine\t"])
     with pytest.raises(ValueError, match="row 2: the label is empty"):
         load_glue(path)
-    _write(tmp_path / "e" / "train.tsv", ["sentence\tlabel", "fine\t1"])
+    _write(tmp_path / "e" / "train.tsv", ["sentence\tlabel", "fine\t1", "bad\t0"])
     _write(tmp_path / "e" / "dev.tsv", ["sentence\tlabel", "fine\t1", "odd\t7"])
     with pytest.raises(ValueError, match=r"dev.tsv, row 3: label '7' never occurs in training"):
         load_glue(tmp_path / "e")
@@ -80,3 +80,49 @@ def test_errors(tmp_path):
         load_glue(tmp_path / "e", task="STS-B")
     with pytest.raises(ValueError, match="no header"):
         load_glue(_write(tmp_path / "f.tsv", ["x\t1"]))
+
+
+# ------------------------------------------------------------------------------ label spellings, classes
+def test_spellings_of_one_number_are_one_class(tmp_path):
+    path = _write(tmp_path / "t.tsv", ["sentence\tlabel", "a\t1", "b\t1.0", "c\t+1", "d\t0", "e\t0.0", "f\t01"])
+    task = load_glue(path, dev_path=_write(tmp_path / "d.tsv", ["sentence\tlabel", "g\t1.00", "h\t-0"]))
+    assert task.labels == ["0", "1"] and task.num_labels == 2
+    assert [e.label for e in task.train] == [1, 1, 1, 0, 0, 1] and [e.label for e in task.dev] == [1, 0]
+
+
+@pytest.mark.parametrize("labels, message", [
+    (["1", "1", "1.0"], r"every training label is '1'; a classifier needs at least two classes"),
+    (["0.5", "1", "2.75"], r"labels \['0.5', '2.75'\] are not whole numbers: these look like scores"),
+    (["Positive", "positive", "negative"], r"labels \['Positive', 'positive'\] differ only in case"),
+])
+def test_labels_that_cannot_make_a_classifier_are_named(tmp_path, labels, message):
+    path = _write(tmp_path / "t.tsv", ["sentence\tlabel"] + [f"text {i}\t{v}" for i, v in enumerate(labels * 4)])
+    with pytest.raises(ValueError, match=message):
+        load_glue(path)
+
+
+def test_finetune_refuses_one_class_and_saves_label_names(tmp_path):
+    import json
+
+    from conftest import TINY_MODEL
+
+    from tinymobilebert import BertTokenizer
+    from tinymobilebert import workflows as wf
+    from tinymobilebert.cli import main
+
+    rows = [f"a {'fine' if i % 2 else 'dull'} film number {i}\t{'pos' if i % 2 else 'neg'}" for i in range(24)]
+    _write(tmp_path / "glue" / "train.tsv", ["sentence\tlabel"] + rows[:16])
+    _write(tmp_path / "glue" / "dev.tsv", ["sentence\tlabel"] + rows[16:])
+    tok = BertTokenizer.train([r.split("\t")[0] for r in rows], vocab_size=60, min_frequency=1)
+    tok.save_pretrained(tmp_path / "vocab")
+    r = wf.finetune(tmp_path / "ft", load_glue(tmp_path / "glue"), tokenizer=tok, config=TINY_MODEL, steps=2, warmup=1,
+                    batch_size=4, max_length=16, progress=False, baseline=False)
+    config = json.loads((tmp_path / "ft" / "model" / "config.json").read_text())
+    assert config["id2label"] == {"0": "neg", "1": "pos"} and config["label2id"] == {"neg": 0, "pos": 1}
+    assert r["task"] == "glue"
+    _write(tmp_path / "one" / "train.tsv", ["sentence\tlabel"] + [f"text {i}\t1" for i in range(8)])
+    _write(tmp_path / "one" / "dev.tsv", ["sentence\tlabel", "x\t1"])
+    status = main(["finetune", "--out", str(tmp_path / "ft1"), "--task", str(tmp_path / "one"), "--from-scratch",
+                   str(tmp_path / "vocab" / "vocab.txt"), "--steps", "2", "--warmup", "1", "--batch-size", "4",
+                   "--config", json.dumps(TINY_MODEL), "--max-length", "16", "--no-progress"])
+    assert status == 1 and not (tmp_path / "ft1").exists()  # not a regression head reporting accuracy 1.000

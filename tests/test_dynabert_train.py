@@ -172,7 +172,7 @@ def test_run_end_to_end_and_resume_is_exact(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         run_dynabert(str(tmp_path / "b"), FIXTURE, task, log=lambda s: None, progress=False, **SETTINGS)
     monkeypatch.setattr(dyna_step.SubnetworkDistillation, "__call__", original)
-    with pytest.raises(FileExistsError, match="--resume"):
+    with pytest.raises(ValueError, match="--resume"):
         run_dynabert(str(tmp_path / "b"), FIXTURE, task, log=lambda s: None, progress=False, **SETTINGS)
     b = run_dynabert(str(tmp_path / "b"), FIXTURE, task, log=lambda s: None, progress=False, resume=True, **SETTINGS)
     for stage in ("stage1", "stage2"):

@@ -1,10 +1,18 @@
 """Atomic file writes: a reader (or a run killed mid-write) sees the old file or the whole new
-one, never half of one. Every file this package saves goes through ``atomic_write``."""
+one, never half of one. Every file this package saves goes through ``atomic_write``.
+
+A write killed between creating its temporary file and the rename leaves that temporary file
+behind. Its name says whose it was (``.{name}.{pid}.{random}.tmp``), so
+``remove_stale_temp_files`` can delete the leftovers of processes that no longer run.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
+
+_TEMP_FILE = re.compile(r"^\..+\.(\d+)\.[^.]+\.tmp$")  # .{name}.{pid}.{random}.tmp
 
 
 def _umask() -> int:
@@ -22,7 +30,8 @@ def atomic_write(path, write) -> None:
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    prefix = f".{os.path.basename(path)}.{os.getpid()}."
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
@@ -44,3 +53,42 @@ def write_text_atomic(path, text: str) -> None:
             f.write(text)
 
     atomic_write(path, write)
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether a file name is one ``atomic_write`` gives its temporary files."""
+    return _TEMP_FILE.match(name) is not None
+
+
+def process_is_running(pid: int) -> bool:
+    """Whether a process with this id exists (a temp file of a live process is not stale)."""
+    if pid == os.getpid() or os.name == "nt":  # Windows' os.kill terminates: never probe, never remove
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    except OSError:  # pragma: no cover - platforms without signal 0 semantics
+        return True
+    return True
+
+
+def remove_stale_temp_files(folder) -> list[str]:
+    """Delete the temporary files that killed ``atomic_write`` calls left in ``folder``.
+
+    Only files named as ``atomic_write`` names them, of processes no longer running, are
+    removed. Returns their paths.
+    """
+    folder = os.fspath(folder)
+    if not os.path.isdir(folder):
+        return []
+    removed = []
+    for name in sorted(os.listdir(folder)):
+        match = _TEMP_FILE.match(name)
+        path = os.path.join(folder, name)
+        if match and os.path.isfile(path) and not process_is_running(int(match.group(1))):
+            os.remove(path)
+            removed.append(path)
+    return removed

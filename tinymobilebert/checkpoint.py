@@ -72,20 +72,57 @@ def write_safetensors(path: str, tensors: dict, metadata: dict | None = None) ->
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt", **(metadata or {})}))
 
 
-def read_safetensors_dir(path: str) -> dict:
-    """All tensors of a model directory (single file or shards listed in an index)."""
+class DamagedFileError(ValueError):
+    """A file that exists but cannot be read as what it should be: ``path`` and ``problem`` say which and why."""
+
+    def __init__(self, path, problem: str):
+        self.path, self.problem = os.fspath(path), problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+def _size_note(path) -> str:
+    size = os.path.getsize(path)
+    return "the file is empty" if size == 0 else f"the file is {size:,} bytes; truncated, or not this kind of file?"
+
+
+def read_safetensors(path) -> dict:
+    """All tensors of one safetensors file; a damaged file is a ``DamagedFileError`` naming it."""
     from safetensors.numpy import load_file
 
+    try:
+        return load_file(os.fspath(path))
+    except (OSError, MemoryError):
+        raise
+    except Exception as e:  # safetensors' SafetensorError, or a decoding error inside it
+        reason = str(e).removeprefix("Error while deserializing header: ")
+        raise DamagedFileError(path, f"not a readable safetensors file ({reason}); {_size_note(path)}") from None
+
+
+def read_json_file(path):
+    """The JSON value in ``path``; invalid or empty JSON is a ``DamagedFileError`` naming the file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DamagedFileError(path, f"not valid JSON ({e}); {_size_note(path)}") from None
+
+
+def read_safetensors_dir(path: str) -> dict:
+    """All tensors of a model directory (single file or shards listed in an index)."""
     single = os.path.join(path, WEIGHTS_NAME)
     index = os.path.join(path, WEIGHTS_INDEX_NAME)
     if os.path.isfile(single):
-        return load_file(single)
+        return read_safetensors(single)
     if os.path.isfile(index):
-        with open(index) as f:
-            shards = sorted(set(json.load(f)["weight_map"].values()))
+        weight_map = read_json_file(index)
+        if not isinstance(weight_map, dict) or not isinstance(weight_map.get("weight_map"), dict):
+            raise DamagedFileError(index, 'expected {"weight_map": {tensor name: shard file}}')
         tensors = {}
-        for shard in shards:
-            tensors.update(load_file(os.path.join(path, shard)))
+        for shard in sorted(set(weight_map["weight_map"].values())):
+            shard_path = os.path.join(path, shard)
+            if not os.path.isfile(shard_path):
+                raise FileNotFoundError(f"{index} lists the shard {shard}, which is not in {path}")
+            tensors.update(read_safetensors(shard_path))
         return tensors
     if os.path.isfile(os.path.join(path, "pytorch_model.bin")):
         raise FileNotFoundError(
@@ -98,11 +135,9 @@ def read_config(path: str) -> MobileBertConfig:
     file = os.path.join(path, CONFIG_NAME) if os.path.isdir(path) else path
     if not os.path.isfile(file):
         raise FileNotFoundError(f"no {CONFIG_NAME} at {file}")
-    with open(file) as f:
-        try:
-            d = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{file} is not valid JSON: {e}") from None
+    d = read_json_file(file)
+    if not isinstance(d, dict):
+        raise DamagedFileError(file, f"expected a JSON object of config fields, got {type(d).__name__}")
     return MobileBertConfig.from_dict(d)
 
 

@@ -1,7 +1,11 @@
 """The command line: ``python -m tinymobilebert {demo,pretrain,finetune,evaluate,plot,dynabert,bench}``.
 
-Every sub-command has ``--help``. The work itself lives in ``workflows`` and ``demo``; this file
-only turns arguments into calls.
+Every sub-command has ``--help``. The work itself lives in ``workflows``, ``evaluation`` and
+``demo``; this file only turns arguments into calls, and failures into one line on stderr,
+``error: <what went wrong, naming the flag>``, with exit status 1 (2 for a command line argparse
+rejects). ``--debug``, or the environment variable ``TINYMOBILEBERT_DEBUG=1``, shows the
+traceback instead. Settings flags default to "not given" (their defaults are in the help), so that
+``--resume`` can tell a flag the user gave from one left out.
 """
 
 from __future__ import annotations
@@ -10,98 +14,203 @@ import argparse
 import json
 import os
 import sys
+import warnings
 
-
-def _add_common(p, steps, lr, warmup):
-    p.add_argument("--out", required=True, help="the run folder (log.jsonl, checkpoints/, model/)")
-    p.add_argument("--steps", type=int, default=steps, help=f"optimizer steps (default {steps})")
-    p.add_argument("--batch-size", type=int, default=32, help="sequences per step (default 32)")
-    p.add_argument("--max-length", type=int, default=64, help="tokens per sequence, specials included (default 64)")
-    p.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default {lr})")
-    p.add_argument("--warmup", type=int, default=warmup, help=f"linear warm-up steps (default {warmup})")
-    p.add_argument("--seed", type=int, default=0, help="seeds data, masking, initialisation, dropout (default 0)")
-    p.add_argument("--eval-every", type=int, default=100, help="evaluate every N steps (default 100)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+# Errors that describe the user's input or files; any other exception is a bug, and says so.
+_EXPECTED = (ValueError, OSError, KeyError, FloatingPointError)
 
 
 def _config_overrides(text):
-    if text is None:
-        return {}
     if os.path.isfile(text):
         with open(text) as f:
-            return json.load(f)
+            try:
+                return json.load(f)
+            except json.JSONDecodeError as e:
+                raise argparse.ArgumentTypeError(f"{text} is not valid JSON ({e})") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError:
-        raise argparse.ArgumentTypeError(f"--config must be a JSON file or a JSON object, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a JSON file or a JSON object, got {text!r}") from None
+
+
+_config_overrides.__name__ = "JSON"  # argparse names the type in its messages
+
+
+def _add_run_flags(p, command, steps, lr):
+    """The flags every training command shares (defaults None: "not given", see the module notes)."""
+    fraction = {"pretrain": "7.5%%", "finetune": "10%%"}[command]
+    p.add_argument("--out", required=True, help="the run folder (run.json, log.jsonl, checkpoints/, model/)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest intact "
+                                                         "checkpoint, with its recorded settings")
+    p.add_argument("--overwrite", action="store_true", help="delete the run in --out, then start a new one")
+    p.add_argument("--steps", type=int, help=f"optimizer steps (default {steps}; may be raised on --resume)")
+    p.add_argument("--batch-size", type=int, help="sequences per step (default 32)")
+    p.add_argument("--max-length", type=int, help="tokens per sequence, specials included (default 64)")
+    p.add_argument("--lr", type=float, help=f"peak learning rate (default {lr})")
+    p.add_argument("--warmup", type=int, help=f"linear warm-up steps (default {fraction} of --steps)")
+    p.add_argument("--seed", type=int, help="seeds data, masking, initialisation, dropout (default 0)")
+    p.add_argument("--eval-every", type=int, help="evaluate every N steps, 0: only at the end (default 100)")
+    p.add_argument("--save-every", type=int, help="checkpoint every N steps, 0: only at the end (default 100)")
+    p.add_argument("--config", type=_config_overrides,
+                   help='MobileBertConfig fields as JSON (a file or inline, e.g. \'{"num_hidden_layers": 6}\')')
+    _add_output_flags(p)
+
+
+def _add_output_flags(p):
+    p.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
+    p.add_argument("--progress-every", type=int, default=None, metavar="N",
+                   help="with output redirected, a progress line every N steps (default: every 5%% of the run)")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tinymobilebert",
-                                     description="MobileBERT from scratch in NumPy + Numba: train, fine-tune, evaluate.")
+                                     description="MobileBERT from scratch in NumPy + Numba: train, fine-tune, evaluate. "
+                                                 "Errors are one line; --debug (or TINYMOBILEBERT_DEBUG=1) shows the "
+                                                 "traceback.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
 
     p = sub.add_parser("demo", help="the whole pipeline on the built-in corpus in a few minutes",
                        description="Build a vocabulary on the built-in corpus (the Python standard library's "
                                    "docstrings), pretrain a small MobileBERT with MLM and NSP, fine-tune it on a "
                                    "task that needs word order, and compare with the same model trained from "
-                                   "scratch and a bag-of-words baseline.")
+                                   "scratch and a bag-of-words baseline. Writes summary.json (figures, times, "
+                                   "machine, threads).")
     p.add_argument("--out", default="runs/demo", help="where the runs go (default runs/demo)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--pretrain-steps", type=int, default=None, help="override the pretraining length")
-    p.add_argument("--finetune-steps", type=int, default=None, help="override the fine-tuning length")
-    p.add_argument("--task", default="word_order", help="fine-tuning task (default word_order)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--seed", type=int, default=None, help="default 0")
+    p.add_argument("--pretrain-steps", type=int, default=None, help="override the pretraining length (default 1000)")
+    p.add_argument("--finetune-steps", type=int, default=None, help="override the fine-tuning length (default 200)")
+    p.add_argument("--task", default=None, help="fine-tuning task (default word_order)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted demo in --out")
+    p.add_argument("--overwrite", action="store_true", help="delete the demo's earlier results in --out first")
+    _add_output_flags(p)
 
     p = sub.add_parser("pretrain", help="pretrain a MobileBERT with MLM and NSP",
                        description="Pretrain on the built-in corpus or your text. Resumable: rerun with --resume.")
-    _add_common(p, steps=800, lr=4e-3, warmup=60)
-    p.add_argument("--corpus", default=None, help="a .txt/.md file or a folder of them (default: built-in corpus)")
-    p.add_argument("--vocab", default=None, help="a vocab.txt (or folder holding one); default: train one")
-    p.add_argument("--vocab-size", type=int, default=4000, help="size of the trained vocabulary (default 4000)")
-    p.add_argument("--config", default=None, type=_config_overrides,
-                   help='MobileBertConfig fields as JSON (a file or inline, e.g. \'{"num_hidden_layers": 6}\')')
-    p.add_argument("--optimizer", choices=["adamw", "lamb"], default="adamw")
-    p.add_argument("--save-every", type=int, default=100, help="checkpoint every N steps (default 100)")
-    p.add_argument("--no-nsp", action="store_true", help="MLM only (single segments)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    _add_run_flags(p, "pretrain", steps=800, lr=4e-3)
+    p.add_argument("--corpus", help="a .txt/.md file or a folder of them (default: built-in corpus)")
+    p.add_argument("--dev-fraction", type=float, help="share of the text, in whole documents, held out for the "
+                                                      "MLM evaluation; 0: none (default 0.05)")
+    p.add_argument("--vocab", help="a vocab.txt (or folder holding one); default: train one")
+    p.add_argument("--vocab-size", type=int, help="size of the trained vocabulary (default 4000)")
+    p.add_argument("--optimizer", choices=["adamw", "lamb"], help="default adamw")
+    p.add_argument("--no-nsp", dest="nsp", action="store_const", const=False, help="MLM only (single segments)")
 
     p = sub.add_parser("finetune", help="fine-tune a sequence classifier",
                        description="Fine-tune a pretrained model (--model) or train one from scratch "
-                                   "(--from-scratch with a vocabulary) on a task.")
-    _add_common(p, steps=300, lr=1e-3, warmup=30)
-    src = p.add_mutually_exclusive_group(required=True)
+                                   "(--from-scratch with a vocabulary) on a task. Resumable: rerun with --resume.")
+    _add_run_flags(p, "finetune", steps=300, lr=1e-3)
+    src = p.add_mutually_exclusive_group()
     src.add_argument("--model", help="a pretrained model directory (e.g. RUN/model)")
     src.add_argument("--from-scratch", metavar="VOCAB", help="train from scratch with this vocab.txt")
-    p.add_argument("--task", default="word_order",
-                   help="word_order, next_sentence, sentence_order, or a GLUE-style TSV/CSV file or folder")
-    p.add_argument("--corpus", default=None, help="text to build word_order/next_sentence/sentence_order from")
-    p.add_argument("--pooling", choices=["mean", "cls"], default="mean", help="classifier pooling (default mean)")
-    p.add_argument("--config", default=None, type=_config_overrides, help="config overrides for --from-scratch")
+    p.add_argument("--task", help="word_order (default), next_sentence, sentence_order, or a GLUE-style TSV/CSV "
+                                  "file or folder")
+    p.add_argument("--corpus", help="text to build word_order/next_sentence/sentence_order from (default built-in)")
+    p.add_argument("--dev-fraction", type=float, help="share held out for dev: documents of a built task (default "
+                                                      "0.2), rows of a file without a dev file (default 0.1)")
+    p.add_argument("--pooling", choices=["mean", "cls"], help="classifier pooling (default mean)")
 
     p = sub.add_parser("evaluate", help="evaluate a model directory",
-                       description="Held-out MLM accuracy on a corpus (a pretraining model) or accuracy on a "
-                                   "task's dev set (a classifier).")
-    p.add_argument("--model", required=True, help="a model directory")
-    p.add_argument("--task", default=None, help="a task (classifier); without it, MLM on --corpus")
-    p.add_argument("--corpus", default=None, help="text for the MLM evaluation or the task (default built-in)")
-    p.add_argument("--max-length", type=int, default=64)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
+                       description="Held-out MLM accuracy (a pretraining model) or dev accuracy (a classifier), "
+                                   "on the data and with the settings its run used (from run.json beside the "
+                                   "model), so the figures match the run's log. Flags override them.")
+    p.add_argument("--model", required=True, help="a model directory (RUN/model, a checkpoint, any transformers dir)")
+    p.add_argument("--task", help="a task (classifier); default: its run's")
+    p.add_argument("--corpus", help="text for the MLM evaluation or the task (default: the run's, else built-in)")
+    p.add_argument("--max-length", type=int, help="default: the run's, else 64")
+    p.add_argument("--batch-size", type=int, help="default: the run's, else 32 (MLM) / 128 (classifier)")
+    p.add_argument("--seed", type=int, help="default: the run's, else 0")
+    p.add_argument("--dev-fraction", type=float, help="default: the run's")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
 
     p = sub.add_parser("plot", help="plot loss and metric curves of runs to a PNG",
                        description="Training losses and held-out metrics of one or more runs (their log.jsonl).")
     p.add_argument("runs", nargs="+", help="run folders or log.jsonl files")
     p.add_argument("--out", default="curves.png", help="the PNG to write (default curves.png)")
     p.add_argument("--smooth", type=int, default=20, help="moving-average window for training losses")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
 
     from .dynabert.command import add_parser as add_dynabert_parser
 
-    add_dynabert_parser(sub)
+    _add_output_flags(add_dynabert_parser(sub))
 
     sub.add_parser("bench", help="benchmarks against PyTorch and the NumPy twins (see benchmarks/README.md)",
                    add_help=False)
     return parser
+
+
+def _progress(args):
+    return False if args.no_progress else None
+
+
+def _pretrain(args):
+    from . import workflows as wf
+
+    r = wf.pretrain(args.out, corpus=args.corpus, vocab=args.vocab, vocab_size=args.vocab_size, config=args.config,
+                    steps=args.steps, batch_size=args.batch_size, max_length=args.max_length, lr=args.lr,
+                    warmup=args.warmup, optimizer=args.optimizer, seed=args.seed, eval_every=args.eval_every,
+                    save_every=args.save_every, nsp=args.nsp, dev_fraction=args.dev_fraction, resume=args.resume,
+                    overwrite=args.overwrite, progress=_progress(args), progress_every=args.progress_every)
+    dev = r["last_dev"] or {}
+    print(f"pretrained {r['parameters']:,} parameters for {r['steps']} steps in {r['seconds']:.0f}s; "
+          f"held-out MLM accuracy {dev.get('mlm_accuracy', float('nan')):.3f}; model in {args.out}/model")
+
+
+def _finetune(args):
+    from . import workflows as wf
+
+    r = wf.finetune(args.out, args.task, corpus=args.corpus, model_dir=args.model, from_scratch=args.from_scratch,
+                    config=args.config, steps=args.steps, batch_size=args.batch_size, max_length=args.max_length,
+                    lr=args.lr, warmup=args.warmup, seed=args.seed, dev_fraction=args.dev_fraction,
+                    eval_every=args.eval_every, save_every=args.save_every, pooling=args.pooling, resume=args.resume,
+                    overwrite=args.overwrite, progress=_progress(args), progress_every=args.progress_every)
+    print(f"{r['task']}: dev accuracy {r['dev_accuracy']:.3f} (bag of words {r['bow_dev_accuracy']:.3f}, "
+          f"majority {r['majority_dev_accuracy']:.3f}); model in {args.out}/model")
+
+
+def _evaluate(args):
+    from .evaluation import evaluate
+    from .train.progress import notify
+
+    r = evaluate(args.model, task=args.task, corpus=args.corpus, max_length=args.max_length,
+                 batch_size=args.batch_size, seed=args.seed, dev_fraction=args.dev_fraction, report=notify)
+    print(json.dumps({k: v for k, v in r.items() if k not in ("used", "run")}, indent=2))
+
+
+def _demo(args):
+    from .demo import run_demo
+
+    run_demo(args.out, seed=args.seed, pretrain_steps=args.pretrain_steps, finetune_steps=args.finetune_steps,
+             task=args.task, progress=_progress(args), progress_every=args.progress_every, resume=args.resume,
+             overwrite=args.overwrite)
+
+
+def _plot(args):
+    from .train.plot import plot_runs
+
+    print(plot_runs(args.runs, args.out, smooth_window=args.smooth))
+
+
+def _dynabert(args):
+    from .dynabert.command import run_command
+
+    run_command(args, _progress(args))
+
+
+COMMANDS = {"demo": _demo, "pretrain": _pretrain, "finetune": _finetune, "evaluate": _evaluate, "plot": _plot,
+            "dynabert": _dynabert}
+
+
+def _one_line(error: BaseException) -> str:
+    text = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+    text = " ".join(str(text).split()) or type(error).__name__
+    if not isinstance(error, _EXPECTED):
+        text = f"{type(error).__name__}: {text} (an internal error; --debug shows where)"
+    return text
+
+
+def _short_warning(message, category, filename, lineno, line=None):
+    return f"warning: {message}\n"
 
 
 def main(argv=None) -> int:
@@ -111,47 +220,27 @@ def main(argv=None) -> int:
 
         bench_main(argv[1:])  # returns the results dict, not an exit status
         return 0
-    args = build_parser().parse_args(argv)
-    progress = False if getattr(args, "no_progress", False) else None
-    if args.command == "dynabert":
-        from .dynabert.command import run_command
-
-        run_command(args, progress)
-        return 0
-    if args.command == "demo":
-        from .demo import run_demo
-
-        run_demo(args.out, seed=args.seed, pretrain_steps=args.pretrain_steps, finetune_steps=args.finetune_steps,
-                 task=args.task, progress=progress)
-        return 0
-    from . import workflows as wf
-
-    if args.command == "pretrain":
-        r = wf.pretrain(args.out, corpus=args.corpus, vocab=args.vocab, vocab_size=args.vocab_size, config=args.config,
-                        steps=args.steps, batch_size=args.batch_size, max_length=args.max_length, lr=args.lr,
-                        warmup=args.warmup, optimizer=args.optimizer, seed=args.seed, eval_every=args.eval_every,
-                        save_every=args.save_every, resume=args.resume, progress=progress, nsp=not args.no_nsp)
-        dev = r["last_dev"] or {}
-        print(f"pretrained {r['parameters']:,} parameters for {r['steps']} steps in {r['seconds']:.0f}s; "
-              f"held-out MLM accuracy {dev.get('mlm_accuracy', float('nan')):.3f}; model in {args.out}/model")
-    elif args.command == "finetune":
-        from .tokenizer import BertTokenizer
-
-        docs = wf.load_documents(args.corpus) if args.task in wf.TASKS else None
-        task = wf.load_task(args.task, docs, seed=args.seed)
-        tok = BertTokenizer.from_pretrained(args.from_scratch) if args.from_scratch else None
-        r = wf.finetune(args.out, task, model_dir=args.model, tokenizer=tok, config=args.config, steps=args.steps,
-                        batch_size=args.batch_size, max_length=args.max_length, lr=args.lr, warmup=args.warmup,
-                        seed=args.seed, eval_every=args.eval_every, pooling=args.pooling, progress=progress)
-        print(f"{r['task']}: dev accuracy {r['dev_accuracy']:.3f} (bag of words {r['bow_dev_accuracy']:.3f}, "
-              f"majority {r['majority_dev_accuracy']:.3f}); model in {args.out}/model")
-    elif args.command == "evaluate":
-        print(json.dumps(wf.evaluate(args.model, task=args.task, corpus=args.corpus, max_length=args.max_length,
-                                     batch_size=args.batch_size, seed=args.seed), indent=2))
-    elif args.command == "plot":
-        from .train.plot import plot_runs
-
-        print(plot_runs(args.runs, args.out, smooth_window=args.smooth))
+    debug = "--debug" in argv or os.environ.get("TINYMOBILEBERT_DEBUG", "") not in ("", "0")
+    args = build_parser().parse_args(argv)  # a malformed command line: argparse's one-line error, exit 2
+    previous = warnings.formatwarning
+    if not debug:
+        warnings.formatwarning = _short_warning
+    try:
+        COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        resumable = args.command in ("pretrain", "finetune", "demo", "dynabert")
+        print("interrupted" + ("; --resume continues from the last checkpoint" if resumable else ""),
+              file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - every error becomes one line, unless --debug
+        if debug:
+            raise
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        return 1
+    finally:
+        warnings.formatwarning = previous
     return 0
 
 

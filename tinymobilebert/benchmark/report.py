@@ -91,8 +91,8 @@ def format_report(res) -> str:
             add(f"Kernels: {ker['error']}")
         else:
             add(f"Kernels at the shapes of '{ker['size']}': median ms, Numba vs its NumPy twin "
-                "(* = not called by this model's training step or inference; BLAS = not a Numba kernel, "
-                "no 2x target)")
+                "(* = not called by this model's training step, inference or distillation losses; "
+                "BLAS = not a Numba kernel, no 2x target)")
             add(f"{'kernel':28s} {'pass':6s} {'shape':40s} {'numba':>9s} {'twin':>9s} {'speedup':>9s}")
             for row in ker["rows"]:
                 if not row.get("numba_kernel", True):

@@ -204,6 +204,7 @@ def _kernel_cases(cfg, B, T, rng):
     cases += [("gemm_accumulate", "fwd", f"MLM logits [{N},{H - E}]x[{H - E},{V}] += ",
                (r(N, H)[:, E:], r(H - E, V), r(N, V))),
               ("gemm_accumulate", "bwd", f"dW += dy^T x [{M},{N}]x[{N},{I}]", (r(N, M).T, r(N, I), r(M, I)))]
+    cases += _distill_kernel_cases(cfg, B, T, rng)
     # the optimizers' kernels over the flat store of MobileBertForPreTraining at this config
     store = ParameterStore(MobileBertForPreTraining.parameter_shapes(cfg), f32)
     n = store.data.size
@@ -229,9 +230,70 @@ def _kernel_cases(cfg, B, T, rng):
     return cases
 
 
+def _distill_kernel_cases(cfg, B, T, rng):
+    """The distillation losses' kernels (``tinymobilebert.distill``) at this config's shapes: FMT and
+    mean/variance transfer on one layer's hidden states (B*T, H), attention transfer on one layer's
+    scores (B*A*T, T), MLM distillation on the labelled rows (M, V)."""
+    from ..kernels.hidden_stats import feature_map_loss_forward_numpy, row_moments_numpy
+    from ..kernels.soft_targets import soft_target_ce_forward_numpy
+
+    f32 = np.float32
+    N, H, A, V = B * T, cfg.hidden_size, cfg.num_attention_heads, cfg.vocab_size
+
+    def r(*shape):
+        return rng.standard_normal(shape, dtype=f32)
+
+    a, b = r(N, H), r(N, H)
+    w = np.full(N, 1.0 / (N * H))
+    _, *stats = feature_map_loss_forward_numpy(a, b, 1e-12, w)
+    mu, _ = row_moments_numpy(a)
+    cases = [("feature_map_loss_forward", "fwd", f"FMT [{N},{H}]", (a, b, 1e-12, w)),
+             ("feature_map_loss_backward", "bwd", f"FMT [{N},{H}]", (a, b, *stats, 2.0 * w)),
+             ("row_moments", "fwd", f"mean/var transfer [{N},{H}]", (a,)),
+             ("row_moments_backward", "bwd", f"mean/var transfer [{N},{H}]", (a, mu, r(N).astype(np.float64),
+                                                                             r(N).astype(np.float64)))]
+    R = B * A * T
+    s_s, s_t = r(R, T), r(R, T)
+    none = np.zeros(0, np.int64)
+    w = np.full(R, 1.0 / R)
+    _, st = soft_target_ce_forward_numpy(s_s, s_t, none, 0.0, 1.0, None, 1, w, False)
+    cases += [("soft_target_ce_forward", "fwd", f"attention transfer [{R},{T}]",
+               (s_s, s_t, none, 0.0, 1.0, None, 1, w, False)),
+              ("soft_target_ce_backward", "bwd", f"attention transfer [{R},{T}]",
+               (s_s, s_t, none, 0.0, 1.0, None, 1, st, w))]
+    M = max(1, int(round(MLM_FRACTION * N)))
+    l_s, l_t = r(M, V), r(M, V)
+    labels = rng.integers(0, V, M)
+    w = np.full(M, 1.0 / (M + 1e-5))
+    _, st = soft_target_ce_forward_numpy(l_s, l_t, labels, 0.5, 1.0, None, 1, w, False)
+    cases += [("soft_target_ce_forward", "fwd", f"MLM distillation [{M},{V}]",
+               (l_s, l_t, labels, 0.5, 1.0, None, 1, w, False)),
+              ("soft_target_ce_backward", "bwd", f"MLM distillation [{M},{V}]",
+               (l_s, l_t, labels, 0.5, 1.0, None, 1, st, w))]
+    return cases
+
+
+def _distillation_losses(model, teacher_out, ids, labels):
+    """FMT, AT, mean/variance transfer and MLM distillation of ``model`` against ``teacher_out``."""
+    from .. import distill
+
+    out = model.forward(ids, labels=labels, output_hidden_states=True, output_attention_scores=True,
+                        mlm_positions="labelled", keep_cache=False)
+    distill.feature_map_transfer_backward(1.0, distill.feature_map_transfer_forward(
+        out.hidden_states[1], teacher_out.hidden_states[1])[1])
+    distill.mean_variance_transfer_backward(1.0, 1.0, distill.mean_variance_transfer_forward(
+        out.hidden_states[1], teacher_out.hidden_states[1])[1])
+    distill.attention_transfer_backward(1.0, distill.attention_transfer_forward(
+        out.attention_scores[0], teacher_out.attention_scores[0])[1])
+    y = labels.reshape(-1)[out.mlm_positions]
+    distill.mlm_distillation_backward(1.0, distill.mlm_distillation_forward(
+        out.prediction_logits, out.prediction_logits + 1.0, y)[1])
+
+
 def kernels_used(cfg):
-    """Names of the kernels one training step (+ AdamW) and one inference pass call, on a
-    one-layer, 2x8-token model of ``cfg``'s layout (spied through ``Kernel.__call__``)."""
+    """Names of the kernels one training step (+ AdamW), one inference pass and the distillation
+    losses call, on a one-layer, 2x8-token model of ``cfg``'s layout (spied through
+    ``Kernel.__call__``)."""
     from ..kernels import _jit
     from ..model import MobileBertForPreTraining
     from ..optim import AdamW
@@ -251,6 +313,8 @@ def kernels_used(cfg):
         model.backward()
         AdamW(model.store, lr=1e-4).step()
         model.eval().forward(ids, keep_cache=False)
+        teacher_out = model.forward(ids, output_hidden_states=True, output_attention_scores=True, keep_cache=False)
+        _distillation_losses(model, teacher_out, ids, labels)
     finally:
         _jit.Kernel.__call__ = original
     return used
@@ -258,7 +322,7 @@ def kernels_used(cfg):
 
 def worker_kernels(spec) -> dict:
     """Each registered kernel, Numba against its NumPy twin, at the shapes of ``spec['size']``."""
-    from .. import optim  # noqa: F401  (registers the optimizer kernels)
+    from .. import distill, optim  # noqa: F401  (register the distillation losses' and optimizers' kernels)
     from ..kernels import REGISTRY
 
     cfg, B, T = size_config(spec["size"])

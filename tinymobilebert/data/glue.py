@@ -6,7 +6,9 @@
 ``gold_label``, ``Quality`` ...), or named explicitly: ``load_glue(path, text_a="premise",
 text_b="hypothesis", label="y")``; 0-based column numbers work for files without a header
 (CoLA's). Labels are strings mapped to ids in sorted order (numerically when all are integers),
-kept in ``task.labels``. TSV files are read as GLUE writes them, without quote handling; CSV files
+kept in ``task.labels``. Spellings of one number are one class (``1``, ``1.0`` and ``+1`` are
+``"1"``); a number that is not whole (a score: regression data), or two labels that differ only
+in case, is an error naming them; so is a training set with fewer than two classes. TSV files are read as GLUE writes them, without quote handling; CSV files
 with the usual double quotes.
 """
 
@@ -137,6 +139,35 @@ def read_table(path, *, text_a=None, text_b=None, label=None, task=None):
     return out
 
 
+def normalise_labels(values, path):
+    """{spelling: class name}: numbers by value (``"1.0"`` -> ``"1"``), text as written.
+
+    Errors name the offending labels: numbers that are not whole (scores, not classes) and text
+    labels that differ only in case.
+    """
+    values = sorted(set(values))
+    numbers = {}
+    for value in values:
+        try:
+            numbers[value] = float(value)
+        except ValueError:
+            pass
+    if numbers and len(numbers) == len(values):
+        scores = [v for v, x in numbers.items() if not x.is_integer()]
+        if scores:
+            raise ValueError(f"{path}: labels {scores[:5]} are not whole numbers: these look like scores (a regression "
+                             "task), and fine-tuning here trains classifiers; give class labels")
+        return {v: str(int(x)) for v, x in numbers.items()}
+    by_case = {}
+    for value in values:
+        by_case.setdefault(value.casefold(), []).append(value)
+    clashes = [group for group in by_case.values() if len(group) > 1]
+    if clashes:
+        raise ValueError(f"{path}: labels {clashes[0]} differ only in case; spell each class one way "
+                         f"({len(clashes)} such group{'s' if len(clashes) > 1 else ''})")
+    return {v: v for v in values}
+
+
 def _label_order(values):
     values = sorted(set(values))
     try:
@@ -194,14 +225,23 @@ def load_glue(path, task=None, *, text_a=None, text_b=None, label=None, dev_path
         n_dev = int(round(dev_fraction * len(train_rows)))
         dev_rows = [train_rows[i] for i in np.sort(order[:n_dev])]
         train_rows = [train_rows[i] for i in np.sort(order[n_dev:])]
-    labels = _label_order(value for *_, value, _ in train_rows)
+        if not dev_rows or not train_rows:
+            raise ValueError(f"{train_path} has {len(dev_rows) + len(train_rows)} rows and no dev file beside it: "
+                             f"holding out {dev_fraction} of them (--dev-fraction) leaves "
+                             f"{'no dev rows' if not dev_rows else 'no training rows'}; change --dev-fraction, or "
+                             "give a dev.tsv")
+    spelling = normalise_labels([value for *_, value, _ in train_rows + dev_rows], path)
+    labels = _label_order(spelling[value] for *_, value, _ in train_rows)
+    if len(labels) < 2:
+        raise ValueError(f"{train_path}: every training label is {labels[0]!r}; a classifier needs at least two "
+                         "classes (check the label column, or the file)")
     label_id = {value: i for i, value in enumerate(labels)}
     for a, b, value, line in dev_rows:
-        if value not in label_id:
+        if spelling[value] not in label_id:
             raise ValueError(f"{dev_path}, row {line}: label {value!r} never occurs in training (labels {labels})")
 
     def examples(rows):
-        return [Example(a, b, label_id[value]) for a, b, value, _ in rows]
+        return [Example(a, b, label_id[spelling[value]]) for a, b, value, _ in rows]
 
     name = task or (path.name if path.is_dir() else path.stem)
     return Task(name, len(labels), examples(train_rows), examples(dev_rows), labels=labels)

@@ -13,19 +13,18 @@ return (masked, scaled, before the softmax; ``get_all_attention_maps``):
     loss = mean over B*A*T of  sum_S  -softmax(s_t) * log_softmax(s_s)
 
 which is the KL divergence plus the teacher's entropy (a constant for the student: same
-gradient, different value). Three forms here:
+gradient, different value). Two independent choices here:
 
-* ``form="original"``, no ``attention_mask`` (the default): exactly the above. The mean counts
-  padded query rows, and padded keys are not left out: they keep whatever weight the models'
+* ``form``: "original" (the default) is the cross-entropy above; "kl" adds ``sum p_t log p_t``
+  (subtracts the teacher's entropy), the paper's KL: same gradient, and 0 when the student matches.
+* ``attention_mask``: None (the default) is the original's treatment of padding: the mean counts
+  padded query rows, and padded keys are not left out; they keep whatever weight the models'
   masking gives them. With transformers' masking (``finfo.min`` added) that weight is 0 in both
   models; with the original TensorFlow masking (``masked_attention_score=-6``: masked scores
-  *replaced* by -6) it is small but not 0, and the loss pulls it too.
-* ``form="kl"``: subtracts the teacher's entropy, ``sum p_t log p_t``: the paper's KL. Same
-  gradient; the value is 0 when the student matches.
-* with an ``attention_mask`` (B, T), the padding-aware form: padded keys are left out of both
-  softmaxes (renormalised over the real keys) and padded query rows are left out of the mean,
-  which becomes a mean over A * (number of real tokens) rows. It differs from the original on
-  padded batches; with no padding the two are equal.
+  *replaced* by -6) it is small but not 0, and the loss pulls it too. Given a (B, T) mask, the
+  padding-aware form: padded keys are left out of both softmaxes (renormalised over the real
+  keys) and padded query rows out of the mean, which becomes a mean over A * (number of real
+  tokens) rows. It differs from the original on padded batches; without padding they are equal.
 
 Terms where the teacher gives probability 0 count as 0 (0 log 0 := 0): scores masked with
 ``finfo.min`` or -inf give finite losses, never nan.
@@ -57,8 +56,7 @@ class AttentionTransferCache(NamedTuple):
     s_t: np.ndarray  # (R, S) the teacher's
     key_mask: np.ndarray | None  # (B, S) float64, padding-aware form only
     rows_per_batch: int  # A * T
-    lse_s: np.ndarray  # (R,) float64 log-sum-exp of each student row (0 on rows left out)
-    lse_t: np.ndarray
+    row_stats: np.ndarray  # (R, 4) float64: max and log-sum of both rows (0 on rows left out)
     row_weight: np.ndarray  # (R,) float64
     shape: tuple
 
@@ -114,14 +112,14 @@ def attention_transfer_forward(s_s, s_t, attention_mask=None, form: str = "origi
         w = np.repeat(mask, A, axis=0).reshape(-1) / count if count else np.zeros(R)  # (B*A*T,)
     a = np.ascontiguousarray(s_s.reshape(R, S))
     b = np.ascontiguousarray(s_t.reshape(R, S))
-    loss, lse_s, lse_t = soft_target_ce_forward(a, b, _NO_LABELS, 0.0, 1.0, mask, A * T, w, form == "kl")
-    return loss, AttentionTransferCache(a, b, mask, A * T, lse_s, lse_t, w, s_s.shape)
+    loss, stats = soft_target_ce_forward(a, b, _NO_LABELS, 0.0, 1.0, mask, A * T, w, form == "kl")
+    return loss, AttentionTransferCache(a, b, mask, A * T, stats, w, s_s.shape)
 
 
 def attention_transfer_backward(dloss, cache: AttentionTransferCache) -> np.ndarray:
     """d loss / d s_s, (B, A, T, T) in the student's dtype, times the upstream gradient ``dloss``."""
     g = upstream(dloss, "attention_transfer_backward")
     c = cache
-    ds = soft_target_ce_backward(c.s_s, c.s_t, _NO_LABELS, 0.0, 1.0, c.key_mask, c.rows_per_batch, c.lse_s,
-                                 c.lse_t, g * c.row_weight)
+    ds = soft_target_ce_backward(c.s_s, c.s_t, _NO_LABELS, 0.0, 1.0, c.key_mask, c.rows_per_batch, c.row_stats,
+                                 g * c.row_weight)
     return ds.reshape(c.shape)

@@ -58,8 +58,7 @@ class SoftTargetCache(NamedTuple):
     labels: np.ndarray  # (R,) int64, or empty without a one-hot part
     alpha: float
     inv_temperature: float
-    lse_s: np.ndarray  # (R,) float64
-    lse_t: np.ndarray
+    row_stats: np.ndarray  # (R, 4) float64: max and log-sum of both rows
     row_weight: np.ndarray  # (R,) float64
     shape: tuple
 
@@ -117,8 +116,8 @@ def mlm_distillation_forward(logits_s, logits_t, labels, alpha: float = 0.5, tem
     w = keep / denom if count else np.zeros(y.size)
     a, b = _rows(s, V), _rows(t, V)
     y_safe = np.where(keep, y, 0)  # rows left out are never read; keep every index in range anyway
-    loss, lse_s, lse_t = soft_target_ce_forward(a, b, y_safe, alpha, k, None, 1, w, False)
-    return loss, SoftTargetCache(a, b, y_safe, alpha, k, lse_s, lse_t, w, s.shape)
+    loss, stats = soft_target_ce_forward(a, b, y_safe, alpha, k, None, 1, w, False)
+    return loss, SoftTargetCache(a, b, y_safe, alpha, k, stats, w, s.shape)
 
 
 def mlm_distillation_backward(dloss, cache: SoftTargetCache) -> np.ndarray:
@@ -158,8 +157,8 @@ def soft_cross_entropy_forward(logits_s, logits_t, temperature: float = 1.0):
     C = s.shape[-1]
     a, b = _rows(s, C), _rows(t, C)
     w = np.full(a.shape[0], 1.0 / a.shape[0])
-    loss, lse_s, lse_t = soft_target_ce_forward(a, b, _NO_LABELS, 0.0, k, None, 1, w, False)
-    return loss, SoftTargetCache(a, b, _NO_LABELS, 0.0, k, lse_s, lse_t, w, s.shape)
+    loss, stats = soft_target_ce_forward(a, b, _NO_LABELS, 0.0, k, None, 1, w, False)
+    return loss, SoftTargetCache(a, b, _NO_LABELS, 0.0, k, stats, w, s.shape)
 
 
 def soft_cross_entropy_backward(dloss, cache: SoftTargetCache) -> np.ndarray:
@@ -168,7 +167,7 @@ def soft_cross_entropy_backward(dloss, cache: SoftTargetCache) -> np.ndarray:
 
 
 def _soft_target_backward(g: float, c: SoftTargetCache) -> np.ndarray:
-    ds = soft_target_ce_backward(c.s, c.t, c.labels, c.alpha, c.inv_temperature, None, 1, c.lse_s, c.lse_t,
+    ds = soft_target_ce_backward(c.s, c.t, c.labels, c.alpha, c.inv_temperature, None, 1, c.row_stats,
                                  g * c.row_weight)
     return ds.reshape(c.shape)
 

@@ -1,9 +1,9 @@
 """Which teacher layer each student layer learns from, and whether a student and a teacher can
 be paired for a given set of losses.
 
-Layers are numbered from 0, as in the parameter names (``encoder.layer.{i}``). Layer i's output
-is ``hidden_states[i + 1]`` (``hidden_states[0]`` is the embedding output) and its scores are
-``attention_scores[i]``.
+Ls student layers, Lt teacher layers. Layers are numbered from 0, as in the parameter names
+(``encoder.layer.{i}``). Layer i's output is ``hidden_states[i + 1]`` (``hidden_states[0]`` is
+the embedding output) and its scores are ``attention_scores[i]``.
 
 A mapping is data: a tuple with one entry per student layer, the teacher layer it learns from
 or None (no layer-wise loss on that layer). Presets:

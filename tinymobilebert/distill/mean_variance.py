@@ -128,8 +128,9 @@ def mean_variance_transfer_forward(h_s, h_t, attention_mask=None, teacher_layers
         w = mask.reshape(-1) / count if count else np.zeros(B * T)
     a = np.ascontiguousarray(h_s.reshape(B * T, H))
     mu_s, var_s = row_moments(a)
-    dmu = mu_s - mu_t  # (J, N)
-    dvar = var_s - var_t
+    keep = w != 0  # tokens left out are not read: whatever a padded row holds cannot leak in
+    dmu = np.where(keep, mu_s - mu_t, 0.0)  # (J, N)
+    dvar = np.where(keep, var_s - var_t, 0.0)
     beta = float(np.sum(w * (dmu * dmu).sum(axis=0)) / J)
     gamma = float(np.sum(w * np.abs(dvar).sum(axis=0)) / J)
     cache = MeanVarianceCache(a, mu_s, 2.0 * w / J * dmu.sum(axis=0), w / J * np.sign(dvar).sum(axis=0), h_s.shape)

@@ -17,15 +17,16 @@ into OUT/teacher). Resumable: rerun with --resume."""
 def add_parser(sub):
     d = DEFAULTS
     p = sub.add_parser("dynabert", help="DynaBERT: one model run at any width and depth", description=DESCRIPTION)
-    p.add_argument("--model", required=True, help="a fine-tuned classifier directory, or a pretrained one")
-    p.add_argument("--task", default="word_order",
-                   help="word_order, next_sentence, sentence_order, or a GLUE-style TSV/CSV file or folder")
-    p.add_argument("--corpus", default=None, help="text to build the built-in tasks from (default: built-in corpus)")
+    p.add_argument("--model", help="a fine-tuned classifier directory, or a pretrained one (required for a new run)")
+    p.add_argument("--task", help="word_order (default), next_sentence, sentence_order, or a GLUE-style TSV/CSV file "
+                                  "or folder")
+    p.add_argument("--corpus", help="text to build the built-in tasks from (default: built-in corpus)")
+    p.add_argument("--dev-fraction", type=float, help="share held out for dev (default: the task's)")
     p.add_argument("--out", required=True, help="the run folder")
-    p.add_argument("--widths", default=",".join(f"{w:g}" for w in d["widths"]),
-                   help="width multipliers, comma list (default %(default)s)")
-    p.add_argument("--depths", default=",".join(f"{x:g}" for x in d["depths"]),
-                   help="depth multipliers, comma list (default %(default)s)")
+    p.add_argument("--widths", help="width multipliers, comma list (default "
+                                    f"{','.join(f'{w:g}' for w in sorted(d['widths']))})")
+    p.add_argument("--depths", help="depth multipliers, comma list (default "
+                                    f"{','.join(f'{x:g}' for x in sorted(d['depths']))})")
     p.add_argument("--teacher-steps", type=int, default=None,
                    help=f"fine-tuning steps when --model is pretrained (default {d['teacher_steps']})")
     p.add_argument("--width-steps", type=int, default=None, help=f"stage 1 steps (default {d['width_steps']})")
@@ -55,29 +56,27 @@ def add_parser(sub):
     p.add_argument("--save-every", type=int, default=None, help=f"checkpoint every N steps (default {d['save_every']})")
     p.add_argument("--latency-repeats", type=int, default=None,
                    help=f"timed passes per latency cell (default {d['latency_repeats']}; 0: no latency)")
-    p.add_argument("--seed", type=int, default=None, help="(default 0)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--seed", type=int, default=None, help="seeds the task, data order, dropout (default 0)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out, with its recorded settings")
+    p.add_argument("--overwrite", action="store_true", help="delete the run in --out, then start a new one")
     return p
 
 
 SETTINGS = ("widths", "depths", "teacher_steps", "width_steps", "depth_steps", "final_steps", "batch_size",
             "max_length", "lr", "warmup", "width_hidden_weight", "depth_hidden_weight", "stage2_teacher",
             "importance_split", "importance_accumulate_gradients", "augment", "augment_mlm", "eval_every",
-            "save_every", "latency_repeats", "seed")
+            "save_every", "latency_repeats", "seed", "dev_fraction")
 
 
 def run_command(args, progress) -> None:
-    from .. import workflows as wf
     from .run import run_dynabert
-
-    docs = wf.load_documents(args.corpus) if args.task in wf.TASKS else None
-    task = wf.load_task(args.task, docs, seed=args.seed or 0)
-    settings = {k: getattr(args, k) for k in SETTINGS}
-    r = run_dynabert(args.out, args.model, task, resume=args.resume, progress=progress, **settings)
-    print(f"\n{r['task']}: teacher dev accuracy {r['teacher_dev'].get('accuracy', float('nan')):.4f}; "
-          f"{r['seconds']:.0f} s ({r['cpu_seconds']:.0f} s CPU)\n")
     from .table import format_table
 
+    settings = {k: getattr(args, k) for k in SETTINGS}
+    r = run_dynabert(args.out, args.model, args.task, corpus=args.corpus, resume=args.resume, overwrite=args.overwrite,
+                     progress=progress, progress_every=args.progress_every, **settings)
+    print(f"\n{r['task']}: teacher dev accuracy {r['teacher_dev'].get('accuracy', float('nan')):.4f}; "
+          f"{r['seconds']:.0f} s ({r['cpu_seconds']:.0f} s CPU)\n")
     print(format_table(r["table"]))
-    print(f"\nmodels in {args.out}/stage2/model (or stage3); table in {args.out}/table.md")
+    last = "stage3" if "stage3" in r["stages"] else "stage2"
+    print(f"\nthe trained model: {args.out}/{last}/model (any width x depth); the table: {args.out}/table.md")

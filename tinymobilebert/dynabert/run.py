@@ -33,7 +33,7 @@ import warnings
 
 import numpy as np
 
-from ..checkpoint import read_config, read_safetensors_dir, write_json, write_safetensors
+from ..checkpoint import read_config, read_json_file, read_safetensors_dir, write_json, write_safetensors
 from ..data import derived_rng, encode_examples, example_batches
 from ..model import MobileBertForMaskedLM, MobileBertForSequenceClassification
 from ..optim import AdamW, LinearWarmupDecay
@@ -48,7 +48,8 @@ from .table import format_table, subnetwork_table
 AUGMENT = 7  # derived_rng stream tag of the augmentation draws
 
 DEFAULTS = dict(
-    widths=(0.25, 0.5, 0.75, 1.0), depths=(0.5, 0.75, 1.0),
+    model=None, task="word_order", corpus="builtin", dev_fraction=None,
+    widths=[1.0, 0.75, 0.5, 0.25], depths=[1.0, 0.75, 0.5],
     teacher_steps=300, teacher_lr=1e-3,  # fine-tuning a pretrained --model first (as `finetune`)
     width_steps=200, depth_steps=300, final_steps=0,
     batch_size=32, max_length=64, lr=5e-4, warmup=0,
@@ -57,6 +58,9 @@ DEFAULTS = dict(
     augment=0, augment_mlm=None,
     eval_every=100, save_every=100, seed=0, latency_repeats=5,
 )
+SAFE_ON_RESUME = {"eval_every": "", "save_every": "", "latency_repeats": ""}
+ENTRIES = ("teacher", "augmented.safetensors", "importance.safetensors", "head_importance.png", "stage1", "stage2",
+           "stage3", "table.json", "table.md")
 
 
 # ------------------------------------------------------------------------------------ pieces
@@ -84,10 +88,10 @@ def prepare_teacher(out_dir, model_dir, task, s, progress) -> str:
     from ..workflows import finetune
 
     folder = os.path.join(out_dir, "teacher")
-    if not os.path.isfile(os.path.join(folder, "summary.json")):
-        finetune(folder, task, model_dir=model_dir, steps=s["teacher_steps"], warmup=s["teacher_steps"] // 10,
-                 batch_size=s["batch_size"],
-                 max_length=s["max_length"], lr=s["teacher_lr"], seed=s["seed"], progress=progress, baseline=False)
+    if not os.path.isfile(os.path.join(folder, "summary.json")):  # new, or killed while fine-tuning: continue it
+        finetune(folder, task, model_dir=model_dir, steps=s["teacher_steps"], batch_size=s["batch_size"],
+                 max_length=s["max_length"], lr=s["teacher_lr"], seed=s["seed"], progress=progress, baseline=False,
+                 resume=True)
     return os.path.join(folder, "model")
 
 
@@ -120,9 +124,10 @@ def evaluate_all(model, dev_batches, subnetworks) -> dict:
 
 
 def load_or_compute_importance(out_dir, teacher, batches, s) -> Importance:
+    """The scores of ``importance.safetensors``, computed (on the teacher) and written the first time."""
     path = os.path.join(out_dir, "importance.safetensors")
     if os.path.isfile(path):
-        arrays = read_safetensors_dir_file(path)
+        arrays = _read_arrays(path)
         return Importance(arrays["heads"], arrays["neurons"])
     imp = compute_importance(teacher, batches, accumulate_gradients=s["importance_accumulate_gradients"])
     write_safetensors(path, imp.to_arrays())
@@ -133,7 +138,7 @@ def load_or_compute_importance(out_dir, teacher, batches, s) -> Importance:
     return imp
 
 
-def read_safetensors_dir_file(path) -> dict:
+def _read_arrays(path) -> dict:
     from safetensors.numpy import load_file
 
     return dict(load_file(path))
@@ -143,7 +148,7 @@ def augmented_train(out_dir, train, model_dir, tokenizer, s) -> dict:
     """The training rows with ``s["augment"]`` MLM-replaced copies each (made once, then read back)."""
     path = os.path.join(out_dir, "augmented.safetensors")
     if os.path.isfile(path):
-        return read_safetensors_dir_file(path)
+        return _read_arrays(path)
     mlm_dir = s["augment_mlm"] or model_dir
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -157,16 +162,13 @@ def augmented_train(out_dir, train, model_dir, tokenizer, s) -> dict:
 
 
 def train_stage(name, out_dir, student, step_fn, steps, train, dev_batches, subnetworks, s, tokenizer, progress,
-                resume) -> dict:
+                progress_every, resume) -> dict:
     """One stage as a Trainer run in ``{out}/{name}``; a finished stage is read back instead."""
     folder = os.path.join(out_dir, name)
     done = os.path.join(folder, "summary.json")
     if os.path.isfile(done):
         student.load_state_dict(read_safetensors_dir(os.path.join(folder, "model")), strict=False)
-        import json
-
-        with open(done) as f:
-            return json.load(f)
+        return read_json_file(done)
     opt = AdamW(student.store, lr=s["lr"], weight_decay=0.0, max_grad_norm=1.0,
                 schedule=LinearWarmupDecay(warmup_steps=s["warmup"], total_steps=steps))
 
@@ -175,7 +177,8 @@ def train_stage(name, out_dir, student, step_fn, steps, train, dev_batches, subn
 
     trainer = Trainer(student, opt, batches, folder, max_steps=steps, step_fn=step_fn,
                       evaluate=lambda m: evaluate_all(m, dev_batches, subnetworks), eval_every=s["eval_every"],
-                      save_every=s["save_every"], tokenizer=tokenizer, progress=progress, description=f"dynabert {name}")
+                      save_every=s["save_every"], tokenizer=tokenizer, progress=progress, progress_every=progress_every,
+                      description=f"dynabert {name}")
     if resume:
         trainer.resume()
     cpu0 = time.process_time()
@@ -189,35 +192,46 @@ def train_stage(name, out_dir, student, step_fn, steps, train, dev_batches, subn
 
 
 # ------------------------------------------------------------------------------------ the run
-def run_dynabert(out_dir, model_dir, task, *, resume=False, progress=None, log=print, **settings) -> dict:
+def run_dynabert(out_dir, model_dir=None, task=None, *, corpus=None, resume=False, overwrite=False, progress=None,
+                 progress_every=None, log=None, **settings) -> dict:
     """Run DynaBERT end to end (see the module notes). Returns the summary (also in summary.json).
 
-    ``task`` is a ``data.Task``; ``settings`` override ``DEFAULTS`` (a resumed run keeps its
-    recorded settings).
+    ``model_dir``: a fine-tuned classifier or a pretrained directory. ``task``: a task name or
+    GLUE-style path (built from ``corpus`` and the seed), or a ``data.Task``. ``settings``
+    override ``DEFAULTS``; None means "not given". The folder is claimed as every run's is
+    (``train.run_folder``): a folder holding a run needs ``resume`` (continue it with its
+    recorded settings) or ``overwrite`` (delete it first).
     """
-    import json
+    from ..atomic import write_text_atomic
+    from ..train.progress import notify
+    from ..train.run_folder import RunFolder
+    from ..train.settings import check_max_length, task_fingerprint
+    from ..workflows import IN_PYTHON, TASKS, _path_setting, build_run_task
 
-    unknown = set(settings) - set(DEFAULTS)
-    if unknown:
-        raise TypeError(f"run_dynabert: unknown settings {sorted(unknown)}")
-    record = os.path.join(out_dir, "run.json")
-    if os.path.isfile(record) and not resume:
-        raise FileExistsError(f"{out_dir} already holds a dynabert run; give --resume to continue it or another --out")
-    s = {**DEFAULTS, **{k: v for k, v in settings.items() if v is not None}}
-    if resume and os.path.isfile(record):
-        with open(record) as f:
-            s = {**s, **json.load(f)["settings"]}
-    s["widths"], s["depths"] = _multipliers(s["widths"], "widths"), _multipliers(s["depths"], "depths")
-    if s["stage2_teacher"] not in TEACHER_WIDTHS:
-        raise ValueError(f"stage2_teacher must be one of {TEACHER_WIDTHS}, got {s['stage2_teacher']!r}")
-    if s["importance_split"] not in ("dev", "train"):
-        raise ValueError(f"importance_split must be 'dev' or 'train', got {s['importance_split']!r}")
-    os.makedirs(out_dir, exist_ok=True)
-    write_json(record, {"command": "dynabert", "settings": {**s, "model": os.path.abspath(model_dir),
-                                                             "task": task.name}})
+    log = notify if log is None else log
+    task_obj = task if task is not None and not isinstance(task, (str, os.PathLike)) else None
+    if task is None or task_obj is not None:
+        task_spec = None if task is None else IN_PYTHON
+    else:
+        task_spec = os.fspath(task) if os.fspath(task) in TASKS else _path_setting(task)
+    given = dict(settings, model=_path_setting(model_dir), task=task_spec, corpus=_path_setting(corpus))
+    for key in ("widths", "depths"):
+        if given.get(key) is not None:
+            given[key] = _multipliers(given[key], key)
+    run = RunFolder(out_dir, "dynabert", given, DEFAULTS, resume=resume, overwrite=overwrite,
+                    safe_to_change=SAFE_ON_RESUME, entries=ENTRIES)
+    s = run.settings
+    check_settings(s)
+    if s["model"] is None:
+        raise ValueError("dynabert needs --model: a fine-tuned classifier or a pretrained directory")
+    if s["task"] == IN_PYTHON and task_obj is None:
+        raise ValueError(f"the run in {out_dir} was given its task as a Task object: pass the same Task to resume it")
+    task = task_obj if task_obj is not None else build_run_task(s)
+    check_max_length(s["max_length"], read_config(s["model"]))
+    run.start(facts={"task_sha256": task_fingerprint(task)})
     t0, cpu0 = time.perf_counter(), time.process_time()
 
-    teacher_dir = prepare_teacher(out_dir, model_dir, task, s, progress)
+    teacher_dir = prepare_teacher(out_dir, s["model"], task, s, progress)
     teacher = _load_classifier(teacher_dir)
     tok = teacher.tokenizer
     if tok is None:
@@ -229,41 +243,63 @@ def run_dynabert(out_dir, model_dir, task, *, resume=False, progress=None, log=p
         return example_batches(dev, 128, 0, shuffle=False)
 
     teacher_dev = evaluate_subnetwork(teacher, dev_batches)
-    log(f"teacher ({teacher_dir}): dev accuracy {teacher_dev.get('accuracy', float('nan')):.4f}")
-    distill_train = augmented_train(out_dir, train, model_dir, tok, s) if s["augment"] else train
+    log(f"dynabert: teacher {teacher_dir}: dev accuracy {teacher_dev.get('accuracy', float('nan')):.4f}")
+    distill_train = augmented_train(out_dir, train, s["model"], tok, s) if s["augment"] else train
 
     split = dev if s["importance_split"] == "dev" else train
-    imp = load_or_compute_importance(
-        out_dir, teacher, example_batches(split, s["batch_size"], 0, shuffle=False), s)
+    imp = load_or_compute_importance(out_dir, teacher, example_batches(split, s["batch_size"], 0, shuffle=False), s)
     student = _load_classifier(teacher_dir, seed=s["seed"])
     rewire(student, imp.heads, imp.neurons)
 
+    def stage(name, step_fn, steps, data, subnetworks):
+        return train_stage(name, out_dir, student, step_fn, steps, data, dev_batches, subnetworks, s, tok, progress,
+                           progress_every, run.resuming)
+
     stage1 = width_subnetworks(s["widths"])
-    stages = {"stage1": train_stage(
-        "stage1", out_dir, student, SubnetworkDistillation(teacher, stage1, s["width_hidden_weight"]),
-        s["width_steps"], distill_train, dev_batches, stage1, s, tok, progress, resume)}
+    stages = {"stage1": stage("stage1", SubnetworkDistillation(teacher, stage1, s["width_hidden_weight"]),
+                              s["width_steps"], distill_train, stage1)}
     stage2 = width_depth_subnetworks(s["widths"], s["depths"])
     teacher2 = _load_classifier(teacher_dir)
     teacher2.load_state_dict(student.state_dict())  # the stage-1 model, frozen
-    stages["stage2"] = train_stage(
-        "stage2", out_dir, student,
-        SubnetworkDistillation(teacher2, stage2, s["depth_hidden_weight"], teacher_width=s["stage2_teacher"]),
-        s["depth_steps"], distill_train, dev_batches, stage2, s, tok, progress, resume)
+    stages["stage2"] = stage("stage2", SubnetworkDistillation(teacher2, stage2, s["depth_hidden_weight"],
+                                                              teacher_width=s["stage2_teacher"]),
+                             s["depth_steps"], distill_train, stage2)
     if s["final_steps"]:
-        stages["stage3"] = train_stage("stage3", out_dir, student, SubnetworkFinetuning(stage2), s["final_steps"],
-                                       train, dev_batches, stage2, s, tok, progress, resume)
+        stages["stage3"] = stage("stage3", SubnetworkFinetuning(stage2), s["final_steps"], train, stage2)
 
     rows = subnetwork_table(student, stage2, lambda m, w, d: evaluate_subnetwork(m, dev_batches, w, d),
                             seq_len=s["max_length"], latency_repeats=s["latency_repeats"])
     write_json(os.path.join(out_dir, "table.json"), rows)
-    table = format_table(rows)
-    from ..atomic import write_text_atomic
-
-    write_text_atomic(os.path.join(out_dir, "table.md"), table + "\n")
+    write_text_atomic(os.path.join(out_dir, "table.md"), format_table(rows) + "\n")
     summary = {"task": task.name, "teacher": teacher_dir, "teacher_dev": teacher_dev, "stages": stages,
-               "table": rows, "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - cpu0}
+               "table": rows, "settings": dict(s), "seconds": time.perf_counter() - t0,
+               "cpu_seconds": time.process_time() - cpu0}
     write_json(os.path.join(out_dir, "summary.json"), summary)
     return summary
+
+
+def check_settings(s: dict) -> None:
+    """Errors that name the flag, before anything is written."""
+    from ..train.settings import check_training_settings
+
+    check_training_settings(s)
+    for name in ("teacher_steps", "width_steps", "depth_steps"):
+        if isinstance(s[name], bool) or not isinstance(s[name], int) or s[name] < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be a whole number >= 1, got {s[name]!r}")
+    for name in ("final_steps", "warmup", "augment", "latency_repeats"):
+        if isinstance(s[name], bool) or not isinstance(s[name], int) or s[name] < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be a whole number >= 0, got {s[name]!r}")
+    if s["warmup"] > min(s["width_steps"], s["depth_steps"]):
+        raise ValueError(f"--warmup {s['warmup']} is longer than a stage (--width-steps {s['width_steps']}, "
+                         f"--depth-steps {s['depth_steps']})")
+    s["widths"], s["depths"] = _multipliers(s["widths"], "widths"), _multipliers(s["depths"], "depths")
+    if s["stage2_teacher"] not in TEACHER_WIDTHS:
+        raise ValueError(f"--stage2-teacher must be one of {TEACHER_WIDTHS}, got {s['stage2_teacher']!r}")
+    if s["importance_split"] not in ("dev", "train"):
+        raise ValueError(f"--importance-split must be dev or train, got {s['importance_split']!r}")
+    for name in ("width_hidden_weight", "depth_hidden_weight"):
+        if not isinstance(s[name], (int, float)) or not s[name] >= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be a number >= 0, got {s[name]!r}")
 
 
 def _multipliers(values, name) -> list:

@@ -181,11 +181,13 @@ class MobileBertPreTrainedModel:
 
         Tied aliases (``cls.predictions.decoder.*``) and buffers (``position_ids``) are accepted
         and skipped. With ``strict`` a missing or unexpected name is an error listing all of
-        them; otherwise they are returned in a ``LoadReport``. A wrong shape is always an error.
+        them; otherwise they are returned in a ``LoadReport``. A wrong shape, or a value that is
+        not a real-number array, is always an error. Everything is checked (and converted)
+        before the first parameter changes, so a failed load leaves the model as it was.
         """
         aliases = self._alias_keys()
         report = LoadReport()
-        bad_shapes = []
+        problems, converted = [], {}
         for key, value in state_dict.items():
             if key in aliases or key.endswith(_BUFFER_SUFFIXES):
                 continue
@@ -194,16 +196,19 @@ class MobileBertPreTrainedModel:
                 continue
             value = np.asarray(value)
             if value.shape != self.params[key].shape:
-                bad_shapes.append(f"{key}: expected {self.params[key].shape}, got {value.shape}")
+                problems.append(f"{key}: expected {self.params[key].shape}, got {value.shape}")
+            elif not (np.issubdtype(value.dtype, np.floating) or np.issubdtype(value.dtype, np.integer)):
+                problems.append(f"{key}: expected real numbers, got dtype {value.dtype}")
+            else:
+                converted[key] = value.astype(self.dtype, copy=False)
         report.missing = [n for n in self.params if n not in state_dict]
-        if bad_shapes:
-            raise ValueError("load_state_dict: shape mismatch for " + "; ".join(bad_shapes))
+        if problems:
+            raise ValueError("load_state_dict: shape mismatch or bad values for " + "; ".join(problems))
         if strict and report:
             raise KeyError(f"load_state_dict: missing keys {report.missing}, unexpected keys {report.unexpected} "
                            "(pass strict=False to load the rest)")
-        for key, value in state_dict.items():
-            if key in self.params:
-                self.params[key][...] = np.asarray(value, dtype=self.dtype)
+        for key, value in converted.items():  # nothing can fail from here on
+            self.params[key][...] = value
         return report
 
     # ------------------------------------------------------------------------- inputs

@@ -35,8 +35,15 @@ def read_vocab(path):
     tokens : list of str
         ``tokens[i]`` is the token with id ``i``.
     """
-    with open(resolve_vocab_path(path), encoding="utf-8") as f:
-        text = f.read()
+    path = resolve_vocab_path(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not a vocabulary (one token per line, UTF-8): {e}; damaged, or another kind "
+                         "of file?") from None
+    if not text:
+        raise ValueError(f"{path}: the vocabulary file is empty")
     # Split on "\n" only: str.splitlines would also break on U+2028, U+0085 ... which can be
     # characters of a token. A final newline ends the last line rather than adding an empty one.
     lines = text.split("\n")

@@ -12,21 +12,24 @@ each checkpoint, a run killed and resumed logs the same losses as one never inte
 
 Logs: one JSON object per line in ``{out}/log.jsonl``, ``{"split": "train", "step", "epoch",
 "loss", ..., "lr", "tokens_per_second"}`` and ``{"split": "dev", "step", <metrics>}``. On resume
-the lines past the checkpoint's step are dropped (the killed run may have logged beyond it).
+the lines past the checkpoint's step are dropped (the killed run may have logged beyond it); a
+run resumed before its first checkpoint, or started fresh, begins a new log. A fresh start in a
+folder holding another run's checkpoints is refused: runs are never mixed (``run_folder.py``
+decides, for the commands, whether to continue or replace a run).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from collections.abc import Callable, Iterator
 
 import numpy as np
 
 from ..atomic import atomic_write
-from .checkpoints import latest_checkpoint, load_training_checkpoint, save_training_checkpoint
+from .checkpoints import checkpoint_steps, load_newest_intact_checkpoint, remove_leftovers, save_training_checkpoint
+from .progress import Progress, notify
 
 LOG_NAME = "log.jsonl"
 
@@ -69,7 +72,9 @@ class Trainer:
     evaluate : callable model -> dict of metrics, or None
     eval_every, save_every, log_every : int (0 = never; evaluation and saving also run at the end)
     tokenizer : saved with each checkpoint when given
-    progress : bool or None (None: a progress bar when stderr is a terminal)
+    progress : None, bool or "lines" (None: a bar when stderr is a terminal, else a plain line
+        every ``progress_every`` steps; see ``progress.py``)
+    progress_every : steps between plain progress lines (None: 5% of the run)
     keep_checkpoints : how many checkpoints to keep
     step_fn : callable (model, batch) -> dict, optional
         Fills the gradients of one step (they are zeroed before it; the optimizer steps after)
@@ -83,35 +88,62 @@ class Trainer:
     def __init__(self, model, optimizer, batches: Callable[[int, int], Iterator[dict]], out_dir: str, *,
                  max_steps: int, evaluate=None, eval_every: int = 0, save_every: int = 0, log_every: int = 1,
                  tokenizer=None, progress=None, keep_checkpoints: int = 2, description: str = "train",
-                 step_fn=None, extra_state: dict | None = None):
+                 step_fn=None, extra_state: dict | None = None, progress_every: int | None = None):
         if max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {max_steps}")
         self.model, self.optimizer, self.batches = model, optimizer, batches
         self.out_dir, self.max_steps = out_dir, int(max_steps)
         self.evaluate, self.eval_every, self.save_every = evaluate, int(eval_every), int(save_every)
         self.log_every, self.tokenizer, self.keep = max(1, int(log_every)), tokenizer, keep_checkpoints
-        self.progress = sys.stderr.isatty() if progress is None else progress
+        self.progress, self.progress_every = progress, progress_every
         self.description = description
         self.step_fn = default_step if step_fn is None else step_fn
         self.extra_state = dict(extra_state or {})
         self.state = {"step": 0, "epoch": 0, "batch": 0}
         self.history: list[dict] = []
+        self.resumed_from = None  # the checkpoint folder resume() loaded ("" for none)
+        self._saved_step = None
         os.makedirs(out_dir, exist_ok=True)
         self.log_path = os.path.join(out_dir, LOG_NAME)
 
     # ------------------------------------------------------------------------------ resume
     def resume(self) -> bool:
-        """Load the run's latest checkpoint, if any. Returns True when one was loaded."""
-        folder = latest_checkpoint(self.out_dir)
+        """Continue from the run's newest intact checkpoint. Returns True when one was loaded.
+
+        Damaged checkpoints are set aside with a warning (``checkpoints.py``). With no checkpoint
+        yet, says so and starts from step 0 with a fresh log.
+        """
+        remove_leftovers(self.out_dir)
+        folder, state = load_newest_intact_checkpoint(self.out_dir, self.model, self.optimizer, self.extra_state)
         if folder is None:
+            notify(f"{self.out_dir} has no checkpoint yet: starting from step 0 with a fresh log")
+            self._write_log([])
+            self.resumed_from = ""
             return False
-        state = load_training_checkpoint(folder, self.model, self.optimizer, self.extra_state)
+        if state["step"] > self.max_steps:
+            raise ValueError(f"the run's checkpoint is at step {state['step']}, past --steps {self.max_steps}: "
+                             f"give --steps {state['step']} or more to continue it")
         self.state = {k: state[k] for k in ("step", "epoch", "batch")}
-        if os.path.exists(self.log_path):
-            kept = [r for r in read_log(self.log_path) if r.get("step", 0) <= self.state["step"]]
-            atomic_write(self.log_path, lambda p: open(p, "w").write("".join(json.dumps(r) + "\n" for r in kept)))
-            self.history = kept
+        self._saved_step = state["step"]
+        kept = [r for r in read_log(self.log_path) if r.get("step", 0) <= self.state["step"]] \
+            if os.path.exists(self.log_path) else []
+        self._write_log(kept)
+        self.resumed_from = folder
         return True
+
+    def _write_log(self, records: list[dict]) -> None:
+        atomic_write(self.log_path, lambda p: open(p, "w").write("".join(json.dumps(r) + "\n" for r in records)))
+        self.history = list(records)
+
+    def _start_fresh(self) -> None:
+        """A run from step 0 that did not come through ``resume``: a new log, and no other run's checkpoints."""
+        others = checkpoint_steps(self.out_dir)
+        if others:
+            raise ValueError(f"{self.out_dir} holds checkpoints of another run (steps {list(others)}): "
+                             "call resume() to continue it, or use an empty folder")
+        remove_leftovers(self.out_dir)
+        self._write_log([])
+        self.resumed_from = ""
 
     # ------------------------------------------------------------------------------ logging
     def _log(self, record: dict) -> None:
@@ -121,6 +153,7 @@ class Trainer:
             f.flush()
 
     def _save(self) -> None:
+        self._saved_step = self.state["step"]
         save_training_checkpoint(self.out_dir, self.state["step"], self.model, self.optimizer, dict(self.state),
                                  tokenizer=self.tokenizer, keep=self.keep, extra_state=self.extra_state)
 
@@ -135,13 +168,12 @@ class Trainer:
     def train(self) -> dict:
         """Run until ``max_steps``; returns {"steps", "seconds", "last_train", "last_dev"}."""
         model, opt, st = self.model, self.optimizer, self.state
+        if self.resumed_from is None:
+            self._start_fresh()
         model.train()
-        bar = None
-        if self.progress and st["step"] < self.max_steps:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=self.max_steps, initial=st["step"], desc=self.description, dynamic_ncols=True)
-        start, last_dev, tokens, t_window = time.perf_counter(), None, 0, time.perf_counter()
+        shown = Progress(self.progress, self.max_steps, st["step"], self.description, self.progress_every)
+        start, last_train, tokens, t_window = time.perf_counter(), None, 0, time.perf_counter()
+        last_dev = next((r for r in reversed(self.history) if r["split"] == "dev" and r["step"] == st["step"]), None)
         while st["step"] < self.max_steps:
             produced = False
             for batch in self.batches(st["epoch"], st["batch"]):
@@ -165,10 +197,8 @@ class Trainer:
                         raise FloatingPointError(f"loss became {record['loss']} at step {st['step']} "
                                                  "(lower the learning rate or enable clipping)")
                     self._log(record)
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_second']:.0f}")
-                if bar is not None:
-                    bar.update(1)
+                    last_train = record
+                shown.update(st["step"], last_train)
                 if self.evaluate is not None and self.eval_every and st["step"] % self.eval_every == 0:
                     last_dev = self._run_eval()
                 if self.save_every and st["step"] % self.save_every == 0:
@@ -180,11 +210,10 @@ class Trainer:
                     raise ValueError("batches(epoch, start) produced no batch: the data is smaller than one batch")
                 st["epoch"] += 1
                 st["batch"] = 0
-        if bar is not None:
-            bar.close()
+        shown.close()
         if self.evaluate is not None and (last_dev is None or last_dev["step"] != st["step"]):
             last_dev = self._run_eval()
-        if not self.save_every or st["step"] % self.save_every != 0:
+        if st["step"] != self._saved_step:
             self._save()
         last_train = next((r for r in reversed(self.history) if r["split"] == "train"), None)
         return {"steps": st["step"], "seconds": time.perf_counter() - start, "last_train": last_train,

@@ -1,0 +1,79 @@
+"""Regenerate the README's demo figures (and times) from the current code.
+
+    python benchmarks/readme_figures.py --threads 2 --tests     # demo + test suite, timed: ~7 minutes
+    python benchmarks/readme_figures.py --threads 1 --no-times  # figures only (on a busy machine)
+    python benchmarks/readme_figures.py --render-only           # re-write the README from the saved results
+
+Runs ``python -m tinymobilebert demo --overwrite`` (and, with ``--tests``, ``python -m pytest
+-q``) in fresh processes with every thread pool (BLAS, OpenMP, Numba) set to ``--threads``,
+saves the demo's summary (figures, machine, versions), the wall-clock times and the commit to
+``benchmarks/demo_figures.json``, and rewrites the README paragraph between the
+``demo-figures`` markers from it. ``tests/test_readme.py`` checks that the README paragraph is
+the rendering of that file. Times are only worth printing from a machine with nothing else
+running: use ``--no-times`` otherwise. A different thread count gives slightly different
+figures: BLAS splits its float32 sums between threads, so they are added in another order.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from tinymobilebert.demo import update_readme  # noqa: E402
+
+RESULTS = os.path.join(ROOT, "benchmarks", "demo_figures.json")
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=10"], cwd=ROOT, text=True,
+                              capture_output=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def timed(cmd, env) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(cmd, cwd=ROOT, env=env, check=True)
+    return time.perf_counter() - t0
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--threads", type=int, default=2, help="threads for BLAS, OpenMP and Numba (default 2)")
+    ap.add_argument("--tests", action="store_true", help="also time `python -m pytest -q`")
+    ap.add_argument("--no-times", action="store_true", help="print no times in the README (a busy machine)")
+    ap.add_argument("--out", default=os.path.join(ROOT, "runs", "readme-demo"), help="the demo's run folder")
+    ap.add_argument("--readme", default=os.path.join(ROOT, "README.md"))
+    ap.add_argument("--results", default=RESULTS, help=f"where the results go (default {RESULTS})")
+    ap.add_argument("--render-only", action="store_true", help="re-write the README from --results; run nothing")
+    args = ap.parse_args(argv)
+    if not args.render_only:
+        env = {**os.environ, **{k: str(args.threads) for k in THREAD_VARIABLES}, "PYTHONPATH": ROOT}
+        load_before = os.getloadavg()
+        demo_seconds = timed([sys.executable, "-m", "tinymobilebert", "demo", "--out", args.out, "--overwrite",
+                              "--no-progress"], env)
+        test_seconds = timed([sys.executable, "-m", "pytest", "-q"], env) if args.tests else None
+        with open(os.path.join(args.out, "summary.json")) as f:
+            summary = json.load(f)
+        results = {"summary": summary, "threads": args.threads, "demo_seconds": demo_seconds,
+                   "test_seconds": test_seconds, "timed": not args.no_times, "commit": commit(),
+                   "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+                   "command": "python benchmarks/readme_figures.py " + " ".join(argv or sys.argv[1:])}
+        with open(args.results, "w") as f:
+            json.dump(results, f, indent=2, sort_keys=True)
+            f.write("\n")
+    with open(args.results) as f:
+        results = json.load(f)
+    update_readme(args.readme, results)
+    print(f"{args.readme}: demo figures from {args.results} (threads {results['threads']}, {results['commit']})")
+
+
+if __name__ == "__main__":
+    main()
