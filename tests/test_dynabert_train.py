@@ -194,3 +194,46 @@ def test_dynabert_command_prints_the_table(tmp_path, capsys):
     assert "| width | depth | heads | FFN | layers | dev accuracy | parameters | MFLOPs/token |" in printed
     assert printed.count("\n| ") == 5  # header + 4 sub-networks
     assert (out / "table.md").read_text().strip() in printed
+
+
+# ---------------------------------------------------------------------------------- augmentation, table
+def test_augmentation_replaces_single_piece_words_with_words():
+    from tinymobilebert import MobileBertForMaskedLM
+    from tinymobilebert.data import encode_examples
+    from tinymobilebert.dynabert.augment import augment_examples, replaceable_positions
+
+    mlm = MobileBertForMaskedLM.from_pretrained(FIXTURE)
+    tok = mlm.tokenizer
+    enc = encode_examples(toy_task().train[:12], tok, 16)
+    a = augment_examples(enc, mlm, tok, 3, np.random.default_rng(0))
+    again = augment_examples(enc, mlm, tok, 3, np.random.default_rng(0))
+    assert all(np.array_equal(a[k], again[k]) for k in a)  # the seed decides everything
+    N = len(enc["labels"])
+    for k in enc:
+        np.testing.assert_array_equal(a[k][:N], enc[k])  # the originals first, unchanged
+    new = a["input_ids"][N:]
+    assert 0 < len(new) <= 3 * N and len({r.tobytes() for r in a["input_ids"]}) == len(a["input_ids"])  # no duplicates
+    allowed = replaceable_positions(enc["input_ids"], enc["attention_mask"], tok)
+    words = {i for i, t in enumerate(tok.ids_to_tokens) if not t.startswith("##") and any(c.isalnum() for c in t)}
+    words -= set(tok.all_special_ids)
+    changed = 0
+    for row in new:  # each new row is an original with words put in at replaceable positions only
+        orig = [o for o, m in zip(enc["input_ids"], allowed) if not ((o != row) & ~m).any()]
+        assert orig, row
+        diff = np.flatnonzero(orig[0] != row)
+        changed += len(diff)
+        assert all(int(row[i]) in words for i in diff)
+    assert changed > 0
+    with pytest.raises(ValueError, match="copies must be >= 1"):
+        augment_examples(enc, mlm, tok, 0, np.random.default_rng(0))
+
+
+def test_table_format():
+    from tinymobilebert.dynabert.table import format_table
+
+    rows = [{"width": 0.5, "depth": 1.0, "heads": 2, "neurons": 64, "layers": 4, "parameters": 12345,
+             "flops_per_token": 2.5e6, "accuracy": 0.8125, "accuracy_std": 0.0125, "latency_b1_ms": 1.234,
+             "latency_b32_ms": 20.5}]
+    text = format_table(rows)
+    assert "| 0.5 | 1 | 2 | 64 | 4 | 81.2 ± 1.2 | 12,345 | 2.50 | 1.23 | 20.50 |" in text
+    assert text.splitlines()[0].endswith("| latency b=1 (ms) | latency b=32 (ms) |")

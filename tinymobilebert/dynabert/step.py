@@ -27,6 +27,7 @@ way (the original's final fine-tuning).
 
 from __future__ import annotations
 
+from ..distill import hidden_mse_backward, hidden_mse_forward, soft_cross_entropy_backward, soft_cross_entropy_forward
 from ..model.plan import depth_layers
 
 TEACHER_WIDTHS = ("full", "student")
@@ -90,9 +91,6 @@ class SubnetworkDistillation:
 
     def _losses(self, out, teacher_out, depth_mult, L):
         """(total, logit term, hidden term, d logits, d hidden states) of one sub-network."""
-        from ..distill import (hidden_mse_backward, hidden_mse_forward, soft_cross_entropy_backward,
-                               soft_cross_entropy_forward)
-
         logit_loss, d_logits = 0.0, None
         if out.logits.shape[-1] > 1:  # regression: no logit term (DynaBERT sets it to 0)
             logit_loss, c = soft_cross_entropy_forward(out.logits, teacher_out.logits)
