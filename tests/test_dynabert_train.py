@@ -147,14 +147,15 @@ def toy_task():
 
 
 SETTINGS = dict(widths=[0.5, 1.0], depths=[0.5, 1.0], teacher_steps=3, width_steps=3, depth_steps=4, batch_size=8,
-                max_length=16, eval_every=2, save_every=2, latency_repeats=1)
+                max_length=16, eval_every=2, save_every=2, latency_repeats=1, augment=1)
 
 
 def test_run_end_to_end_and_resume_is_exact(tmp_path, monkeypatch):
     task = toy_task()
     a = run_dynabert(str(tmp_path / "a"), FIXTURE, task, log=lambda s: None, progress=False, **SETTINGS)
     assert len(a["table"]) == 4 and len({r["parameters"] for r in a["table"]}) == 4
-    for name in ("teacher/model", "importance.safetensors", "stage1/model", "stage2/model", "table.md", "summary.json"):
+    for name in ("teacher/model", "importance.safetensors", "augmented.safetensors", "stage1/model", "stage2/model",
+                 "table.md", "summary.json"):
         assert os.path.exists(tmp_path / "a" / name), name
     assert {k for k in read_log(tmp_path / "a" / "stage2")[-1] if k.startswith("accuracy_")} == {
         "accuracy_w1_d1", "accuracy_w0.5_d1", "accuracy_w1_d0.5", "accuracy_w0.5_d0.5"}
