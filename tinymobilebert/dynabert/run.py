@@ -215,6 +215,7 @@ def run_dynabert(out_dir, model_dir=None, task=None, *, corpus=None, resume=Fals
     else:
         task_spec = os.fspath(task) if os.fspath(task) in TASKS else _path_setting(task)
     given = dict(settings, model=_path_setting(model_dir), task=task_spec, corpus=_path_setting(corpus))
+    given["augment_mlm"] = _path_setting(given.get("augment_mlm"))
     for key in ("widths", "depths"):
         if given.get(key) is not None:
             given[key] = _multipliers(given[key], key)
