@@ -91,7 +91,7 @@ def prepare_teacher(out_dir, model_dir, task, s, progress) -> str:
     if not os.path.isfile(os.path.join(folder, "summary.json")):  # new, or killed while fine-tuning: continue it
         finetune(folder, task, model_dir=model_dir, steps=s["teacher_steps"], batch_size=s["batch_size"],
                  max_length=s["max_length"], lr=s["teacher_lr"], seed=s["seed"], progress=progress, baseline=False,
-                 resume=True)
+                 resume=os.path.isdir(folder))
     return os.path.join(folder, "model")
 
 
