@@ -238,3 +238,19 @@ def test_table_format():
     text = format_table(rows)
     assert "| 0.5 | 1 | 2 | 64 | 4 | 81.2 ± 1.2 | 12,345 | 2.50 | 1.23 | 20.50 |" in text
     assert text.splitlines()[0].endswith("| latency b=1 (ms) | latency b=32 (ms) |")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--widths", "0,1"], "error: --widths must be a comma list of numbers in (0, 1], got"),
+    (["--depth-steps", "0"], "error: --depth-steps must be a whole number >= 1, got 0"),
+    (["--max-length", "64"], "error: --max-length 64 is more than the model's max_position_embeddings (32)"),
+    (["--resume", "--overwrite"], "error: --resume and --overwrite exclude each other"),
+])
+def test_dynabert_errors_are_one_line_and_write_nothing(tmp_path, capsys, args, message):
+    out = tmp_path / "run"
+    assert main(["dynabert", "--model", FIXTURE, "--out", str(out), *args]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(message) and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()
+    assert main(["dynabert", "--out", str(out)]) == 1
+    assert capsys.readouterr().err.startswith("error: dynabert needs --model")
