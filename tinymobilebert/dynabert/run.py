@@ -17,7 +17,9 @@ weight 0.1), stage 2 into every (width, depth) from the stage-1 model, whose cop
 (or, with ``stage2_teacher="student"``, at the student's width) is the teacher (weight 1.0).
 Stage 3, off by default, fine-tunes every sub-network on the labels. In every stage the
 sub-networks' losses on a batch are summed into the same gradients, then one clip (global norm
-1.0) and one AdamW step (weight decay 0, as DynaBERT).
+1.0) and one AdamW step (weight decay 0, as DynaBERT). Every ``eval_every`` steps each stage
+logs every sub-network's dev accuracy; the original also keeps the checkpoint whose summed dev
+metrics are best, while here a stage's model is its last step (dev accuracy picks nothing).
 
 Resume: a stage with a summary.json is done and is read back; an unfinished stage continues from
 its latest checkpoint (``Trainer.resume``: weights, optimizer, dropout generator, position in the
