@@ -254,3 +254,23 @@ def test_dynabert_errors_are_one_line_and_write_nothing(tmp_path, capsys, args, 
     assert not out.exists()
     assert main(["dynabert", "--out", str(out)]) == 1
     assert capsys.readouterr().err.startswith("error: dynabert needs --model")
+
+
+def test_tables_of_several_runs_combine(tmp_path, capsys):
+    import json
+
+    from tinymobilebert.dynabert.table import combine_tables, main as table_main
+
+    base = {"width": 1.0, "depth": 1.0, "heads": 4, "neurons": 8, "layers": 2, "parameters": 100,
+            "flops_per_token": 1e6, "latency_b1_ms": 1.0}
+    a, b = [dict(base, accuracy=0.6, latency_b1_ms=1.0)], [dict(base, accuracy=0.7, latency_b1_ms=3.0)]
+    row = combine_tables([a, b])[0]
+    assert row["accuracy"] == pytest.approx(0.65) and row["accuracy_std"] == pytest.approx(0.05)
+    assert row["latency_b1_ms"] == 2.0 and row["runs"] == 2
+    with pytest.raises(ValueError, match="same sub-networks"):
+        combine_tables([a, [dict(base, parameters=99, accuracy=0.5)]])
+    for name, rows in (("a", a), ("b", b)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "table.json").write_text(json.dumps(rows))
+    table_main([str(tmp_path / "a"), str(tmp_path / "b" / "table.json")])
+    assert "| 65.0 ± 5.0 |" in capsys.readouterr().out

@@ -10,7 +10,7 @@ Width and depth are run-time choices of every model (``forward(width_mult=, dept
 | ``step`` | one training step: every sub-network's distillation (or label) loss summed into the same gradients |
 | ``extract`` | ``extract_subnetwork(model, w, d)``: a standalone model of the sub-network; transformers export |
 | ``augment`` | optional word replacement from the model's own MLM predictions |
-| ``table`` | the width x depth table: accuracy, parameters, FLOPs per token, latency |
+| ``table`` | the width x depth table: accuracy, parameters, FLOPs per token, latency; several runs (seeds) combined (``python -m tinymobilebert.dynabert RUN ...``) |
 | ``run``, ``command`` | the whole recipe as one resumable run; ``python -m tinymobilebert dynabert`` |
 """
 

@@ -4,6 +4,11 @@ For each (w, d): dev accuracy of the supernet run at (w, d), the parameters and 
 token of the extracted sub-network (``costs``: embeddings, pooler and classifier included in the
 parameters; the encoder at ``seq_len`` tokens in the FLOPs), and its measured inference latency
 (the extracted model, eval mode, median wall-clock time of a forward pass at batch 1 and 32).
+
+Several runs (seeds) of the same recipe combine into one table with the accuracy's mean and
+standard deviation (``combine_tables``):
+
+    python -m tinymobilebert.dynabert runs/dyna-s0 runs/dyna-s1     # their table.json files
 """
 
 from __future__ import annotations
@@ -80,3 +85,40 @@ def format_table(rows, metric: str = "accuracy") -> str:
         cells += [f"{r[k]:.2f}" if k in r else "-" for k in lat]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def combine_tables(tables, metric: str = "accuracy") -> list:
+    """Rows of several runs' tables as one: ``metric`` averaged with its standard deviation
+    (``{metric}_std``, population), latencies as their median; sizes must agree."""
+    out = []
+    for rows in zip(*tables):
+        first = rows[0]
+        if any((r["width"], r["depth"], r["parameters"]) != (first["width"], first["depth"], first["parameters"])
+               for r in rows):
+            raise ValueError("combine_tables: the tables do not list the same sub-networks in the same order")
+        row = dict(first)
+        if all(metric in r for r in rows):
+            values = np.array([r[metric] for r in rows])
+            row[metric], row[f"{metric}_std"], row["runs"] = float(values.mean()), float(values.std()), len(rows)
+        for key in (k for k in first if k.startswith("latency_b")):
+            row[key] = float(np.median([r[key] for r in rows]))
+        out.append(row)
+    return out
+
+
+def main(argv=None) -> None:
+    """Print the combined table of run folders (or table.json files) given on the command line."""
+    import argparse
+    import json
+    import os
+
+    ap = argparse.ArgumentParser(prog="python -m tinymobilebert.dynabert",
+                                 description="The width x depth table of several dynabert runs (seeds) combined.")
+    ap.add_argument("runs", nargs="+", help="dynabert run folders or their table.json files")
+    args = ap.parse_args(argv)
+    tables = []
+    for path in args.runs:
+        path = os.path.join(path, "table.json") if os.path.isdir(path) else path
+        with open(path) as f:
+            tables.append(json.load(f))
+    print(format_table(combine_tables(tables)))
