@@ -187,10 +187,17 @@ def test_run_end_to_end_and_resume_is_exact(tmp_path, monkeypatch):
 
 
 def test_dynabert_command_prints_the_table(tmp_path, capsys):
+    """On a GLUE-style folder (SST-2's columns), from a pretrained (masked-LM) directory."""
+    task, glue = toy_task(), tmp_path / "glue"
+    glue.mkdir()
+    for split, examples in (("train", task.train), ("dev", task.dev)):
+        rows = ["sentence\tlabel"] + [f"{e.text_a}\t{e.label}" for e in examples]
+        (glue / f"{split}.tsv").write_text("\n".join(rows) + "\n")
     out = tmp_path / "run"
-    main(["dynabert", "--model", FIXTURE, "--task", "word_order", "--out", str(out), "--widths", "0.5,1",
-          "--depths", "0.5,1", "--teacher-steps", "2", "--width-steps", "1", "--depth-steps", "1", "--max-length", "24",
-          "--latency-repeats", "1", "--no-progress"])
+    assert main(["dynabert", "--model", FIXTURE, "--task", str(glue), "--out", str(out), "--widths", "0.5,1",
+                 "--depths", "0.5,1", "--teacher-steps", "2", "--width-steps", "1", "--depth-steps", "1",
+                 "--batch-size", "8", "--max-length", "16", "--latency-repeats", "1", "--threads", "1",
+                 "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "| width | depth | heads | FFN | layers | dev accuracy | parameters | MFLOPs/token |" in printed
     assert printed.count("\n| ") == 5  # header + 4 sub-networks
