@@ -221,3 +221,24 @@ def test_transformers_loads_our_subnetworks_with_our_outputs(name, tmp_path):
         for field in ("prediction_logits", "seq_relationship_logits", "logits"):
             if field in ref:
                 assert rel(out[field], ref[field]) < 1e-9, field
+
+
+def test_an_extracted_model_trains_and_resumes_in_its_own_shapes(tmp_path):
+    """Training checkpoints keep the compact form, so a run fine-tuning a sub-network resumes."""
+    from tinymobilebert.optim import AdamW
+    from tinymobilebert.train import Trainer
+
+    sub = build(MobileBertForSequenceClassification, LAYOUTS["plain_bert"]).extract_subnetwork(0.5, 0.5)
+    inputs = dict(batch(sub.config, np.random.default_rng(5)), labels=np.array([0, 1, 1]))
+
+    def run(steps):
+        model = sub.extract_subnetwork(1.0, 1.0)  # a fresh copy of the sub-network
+        t = Trainer(model, AdamW(model.store, lr=1e-3), lambda e, s: iter([inputs] * (2 - s)), str(tmp_path / "run"),
+                    max_steps=steps, save_every=1, progress=False, threads=1)
+        t.resume()
+        t.train()
+        return model
+
+    run(1)
+    resumed = run(3)
+    assert resumed.config.attention_head_size == 8 and resumed.config.num_attention_heads == 2
