@@ -29,6 +29,8 @@ def add_parser(sub):
                                     f"{','.join(f'{x:g}' for x in sorted(d['depths']))})")
     p.add_argument("--teacher-steps", type=int, default=None,
                    help=f"fine-tuning steps when --model is pretrained (default {d['teacher_steps']})")
+    p.add_argument("--teacher-lr", type=float, default=None,
+                   help=f"learning rate of that fine-tuning (default {d['teacher_lr']})")
     p.add_argument("--width-steps", type=int, default=None, help=f"stage 1 steps (default {d['width_steps']})")
     p.add_argument("--depth-steps", type=int, default=None, help=f"stage 2 steps (default {d['depth_steps']})")
     p.add_argument("--final-steps", type=int, default=None,
@@ -62,7 +64,7 @@ def add_parser(sub):
     return p
 
 
-SETTINGS = ("widths", "depths", "teacher_steps", "width_steps", "depth_steps", "final_steps", "batch_size",
+SETTINGS = ("widths", "depths", "teacher_steps", "teacher_lr", "width_steps", "depth_steps", "final_steps", "batch_size",
             "max_length", "lr", "warmup", "width_hidden_weight", "depth_hidden_weight", "stage2_teacher",
             "importance_split", "importance_accumulate_gradients", "augment", "augment_mlm", "eval_every",
             "save_every", "latency_repeats", "seed", "dev_fraction")
