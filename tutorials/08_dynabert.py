@@ -97,7 +97,8 @@ def accuracy(model, w=1.0, d=1.0):
 teacher = MobileBertForSequenceClassification(cfg, seed=0)
 steps = 400
 opt = AdamW(teacher.store, lr=2e-3, schedule=LinearWarmupDecay(steps // 10, steps), max_grad_norm=1.0)
-Trainer(teacher, opt, batches, os.path.join(work, "teacher"), max_steps=steps, progress=False).train()
+# a model this small trains fastest on one thread (see tinymobilebert/threads.py)
+Trainer(teacher, opt, batches, os.path.join(work, "teacher"), max_steps=steps, progress=False, threads=1).train()
 print(f"teacher: {accuracy(teacher):.3f} dev accuracy (chance: 0.5)")
 
 # %% [markdown]
@@ -169,7 +170,8 @@ def distil(stage, subnetworks, teacher_model, hidden_weight, steps):
     step = SubnetworkDistillation(teacher_model, subnetworks, hidden_weight)
     opt = AdamW(student.store, lr=1e-3, weight_decay=0.0, max_grad_norm=1.0,
                 schedule=LinearWarmupDecay(0, steps))
-    Trainer(student, opt, batches, os.path.join(work, stage), max_steps=steps, step_fn=step, progress=False).train()
+    Trainer(student, opt, batches, os.path.join(work, stage), max_steps=steps, step_fn=step, progress=False,
+            threads=1).train()
 
 
 stage1 = width_subnetworks([0.25, 0.5, 0.75, 1.0])
