@@ -139,3 +139,18 @@ def test_distillation_step_is_measured(quick_run):
 def test_pytorch_distillation_worker():
     e = run_worker("distill", {"impl": "pytorch", "size": "micro", "warmup": 1, "repeats": 1, "threads": 1}, threads=1)
     _check_step(e, repeats=1)
+
+
+def test_dynabert_row(quick_run):
+    """Every width x depth sub-network of both layouts, extracted and run in the supernet."""
+    _, data = quick_run
+    assert set(data["dynabert"]) == {"mobilebert/micro", "bert/micro"}
+    for key, entry in data["dynabert"].items():
+        assert "error" not in entry, entry
+        assert [(r["width"], r["depth"]) for r in entry["rows"]] == [
+            (w, d) for d in (0.5, 0.75, 1.0) for w in (0.25, 0.5, 0.75, 1.0)]
+        for r in entry["rows"]:
+            assert r["flops"] > 0 and r["extracted"]["median"] > 0 and r["supernet"]["median"] > 0
+    names = [t["target"] for t in data["targets"]]
+    assert any(n.startswith("dynabert bert/micro: supernet") for n in names)
+    assert "DynaBERT sub-networks, mobilebert/micro" in format_report(data)

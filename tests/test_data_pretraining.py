@@ -117,3 +117,21 @@ def test_streams_and_errors(data):
         list(data.batches(8, -1))
     with pytest.raises(ValueError, match="two documents"):
         pair_examples([[[1, 2]]], 10, 0.0, np.random.default_rng(0))
+
+
+def test_mask_rate_is_berts_fifteen_percent(data):
+    """The pretraining batches themselves (not only ``mask_tokens``): every row labels exactly
+    round(0.15 n) of its n maskable tokens (at least one), 15% overall. A different default rate,
+    or one not passed through to the masking, fails here."""
+    assert data.mask_prob == 0.15
+    chosen = maskable = 0
+    for epoch in (0, 1):
+        for b in data.batches(16, epoch):
+            labelled = b["labels"] != IGNORE_INDEX
+            original = np.where(labelled, b["labels"], b["input_ids"])  # unchosen tokens are unchanged
+            can = (b["attention_mask"] == 1) & ~np.isin(original, data.special_ids)  # (B, T)
+            n, k = can.sum(axis=1), labelled.sum(axis=1)
+            assert np.array_equal(k, np.where(n > 0, np.maximum(1, np.rint(0.15 * n)), 0))
+            assert not (labelled & ~can).any()
+            chosen, maskable = chosen + k.sum(), maskable + n.sum()
+    assert maskable > 5000 and abs(chosen / maskable - 0.15) < 0.005

@@ -27,11 +27,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import examples
+
 from tinymobilebert.kernels import REGISTRY, use_numpy_twins
 from tinymobilebert.kernels import optim as K
 from tinymobilebert.kernels._jit import row_chunks
 
-EXAMPLES = settings(max_examples=12, deadline=None)
+EXAMPLES = settings(max_examples=examples(12), deadline=None)
 ULPS = {np.float32: 8 * np.finfo(np.float32).eps, np.float64: 1e-12}
 
 

@@ -137,7 +137,7 @@ def test_width_equals_the_full_model_with_cut_parts_zeroed(layout, width):
     cfg, P, pre = m.config, m.params, m.base_prefix
     ids, tt, mask = batch(cfg, np.random.default_rng(1))
     sub = m.forward(ids, tt, mask, width_mult=width, output_hidden_states=True, keep_cache=False)
-    a = subnetwork_heads(cfg.num_attention_heads, width) * cfg.attention_head_size
+    a = subnetwork_heads(cfg.num_attention_heads, width) * cfg.head_size
     n = subnetwork_neurons(cfg.num_attention_heads, cfg.intermediate_size, width)
     for i in range(cfg.num_hidden_layers):
         p = f"{pre}encoder.layer.{i}."
@@ -264,7 +264,9 @@ def pretraining_inputs(cfg, rng, **extra):
 def test_subnetwork_backward(layout, width, depth):
     m = build(MobileBertForPreTraining, LAYOUTS[layout])
     inputs = pretraining_inputs(m.config, np.random.default_rng(6), width_mult=width, depth_mult=depth)
-    report = gradcheck(m, inputs, max_entries=5, tol=TOL)
+    dropped = set(range(m.config.num_hidden_layers)) - set(depth_layers(m.config.num_hidden_layers, depth))
+    unused = [n for n in m.params if any(f"encoder.layer.{i}." in n for i in dropped)]  # no gradient at all
+    report = gradcheck(m, inputs, max_entries=5, tol=TOL, allow_zero=unused)
     check(report)
     # the cut parts get exactly zero gradient; a dropped layer gets none at all
     m.zero_grad()
@@ -323,11 +325,15 @@ def test_token_dropping_backward_with_output_gradients_and_depth():
     keep = np.array([[0, 2, 6], [4, 1, 0], [2, 0, 5]])
     inputs = dict(input_ids=ids, token_type_ids=tt, attention_mask=mask, keep_positions=keep, depth_mult=0.75,
                   split_layer=1, output_hidden_states=True, output_attention_scores=True, output_attentions=True)
-    out = m.forward(**inputs, keep_cache=False)  # 5 runs: all, split, kept, kept, all
+    out = m.forward(**inputs, keep_cache=False)  # layers 0, 1, 2, 4 (round(4.5) = 4): all, split, kept, all
+    assert [h.shape[1] for h in out.hidden_states] == [7, 7, 3, 3, 7]
     go = {"hidden_states": [rng.standard_normal(h.shape) for h in out.hidden_states],
           "attentions": [rng.standard_normal(a.shape) for a in out.attentions],
           "last_hidden_state": rng.standard_normal(out.last_hidden_state.shape)}
-    check(gradcheck(m, inputs, go, max_entries=5, tol=TOL))
+    unused = [n for n in m.params if "layer.3." in n or "layer.5." in n]
+    # random output gradients on every tensor make a large, curved objective: a smaller step keeps
+    # the difference quotients' truncation error (~h^2) below the tolerance
+    check(gradcheck(m, inputs, go, max_entries=5, tol=TOL, allow_zero=unused, h=2e-6))
     with pytest.raises(ValueError, match="hidden_states.*\\]\\[2\\] must have shape \\(3, 3, 32\\)"):
         m.forward(**inputs)
         bad = dict(go, hidden_states=[np.zeros((3, 7, 32))] * len(out.hidden_states))

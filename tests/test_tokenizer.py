@@ -14,6 +14,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from conftest import examples
+
 from tinymobilebert.tokenizer import BasicTokenizer, BertTokenizer
 from tinymobilebert.tokenizer.encoding import truncate_longest_first
 
@@ -96,7 +98,7 @@ def test_uncased_vocab_facts():
 
 
 # ---- properties ------------------------------------------------------------------------------
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 any_text = st.text(st.characters(codec="utf-8"), max_size=60) | st.text(string.printable, max_size=60)
 # Letters, digits, accented letters, punctuation and CJK from the uncased vocab: all splittable.
 covered_text = st.text(string.ascii_letters + string.digits + "éèñüÅçÉ .,;:!?()-'\"/\t\n中文日本", max_size=80)

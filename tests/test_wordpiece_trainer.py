@@ -8,6 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import examples
+
 from tinymobilebert.tokenizer import BasicTokenizer, BertTokenizer, train_wordpiece
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -78,7 +80,7 @@ def test_a_piece_spelled_twice_is_added_once():
     assert vocab == naive_train(["ab ab ab abc abc bc bc bc bc"], 100, min_frequency=1)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(words=st.lists(st.text("abcdeé.-", min_size=1, max_size=7), min_size=1, max_size=40),
        vocab_size=st.integers(20, 60), min_frequency=st.integers(1, 3), limit_alphabet=st.integers(3, 10))
 def test_equals_naive_trainer(words, vocab_size, min_frequency, limit_alphabet):

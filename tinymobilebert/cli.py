@@ -1,4 +1,4 @@
-"""The command line: ``python -m tinymobilebert {demo,pretrain,distill,finetune,evaluate,plot,bench}``.
+"""The command line: ``python -m tinymobilebert {demo,pretrain,distill,finetune,evaluate,plot,dynabert,bench,inspect}``.
 
 Every sub-command has ``--help``. The work itself lives in ``workflows``, ``evaluation`` and
 ``demo``; this file only turns arguments into calls, and failures into one line on stderr,
@@ -18,6 +18,15 @@ import warnings
 
 # Errors that describe the user's input or files; any other exception is a bug, and says so.
 _EXPECTED = (ValueError, OSError, KeyError, FloatingPointError)
+
+
+def _threads(text):
+    from .threads import check_policy
+
+    try:
+        return check_policy(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _config_overrides(text):
@@ -57,6 +66,9 @@ def _add_run_flags(p, command, steps, lr):
 
 
 def _add_output_flags(p):
+    p.add_argument("--threads", default="auto", type=_threads, metavar="N|auto",
+                   help="threads for BLAS and the kernels: a number, or 'auto' (default) to pick the fastest by "
+                        "timing steps as the machine's load changes")
     p.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
     p.add_argument("--progress-every", type=int, default=None, metavar="N",
                    help="with output redirected, a progress line every N steps (default: every 5%% of the run)")
@@ -144,8 +156,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_distill_parser(sub)
 
+    from .dynabert.command import add_parser as add_dynabert_parser
+
+    _add_output_flags(add_dynabert_parser(sub))
+
     sub.add_parser("bench", help="benchmarks against PyTorch and the NumPy twins (see benchmarks/README.md)",
                    add_help=False)
+    sub.add_parser("inspect", help="per-layer activation statistics of a model directory, NaN/inf and "
+                                   "float16/int8 range warnings", add_help=False)
     return parser
 
 
@@ -208,8 +226,14 @@ def _distill(args):
     run(args)
 
 
+def _dynabert(args):
+    from .dynabert.command import run_command
+
+    run_command(args, _progress(args))
+
+
 COMMANDS = {"demo": _demo, "pretrain": _pretrain, "distill": _distill, "finetune": _finetune, "evaluate": _evaluate,
-            "plot": _plot}
+            "plot": _plot, "dynabert": _dynabert}
 
 
 def _one_line(error: BaseException) -> str:
@@ -231,8 +255,16 @@ def main(argv=None) -> int:
 
         bench_main(argv[1:])  # returns the results dict, not an exit status
         return 0
+    if argv and argv[0] == "inspect":
+        from .inspection import main as inspect_main
+
+        return inspect_main(argv[1:])
     debug = "--debug" in argv or os.environ.get("TINYMOBILEBERT_DEBUG", "") not in ("", "0")
     args = build_parser().parse_args(argv)  # a malformed command line: argparse's one-line error, exit 2
+    if getattr(args, "threads", None) is not None:
+        from .threads import set_default_policy
+
+        set_default_policy(args.threads)  # every Trainer of this run (tinymobilebert.threads)
     previous = warnings.formatwarning
     if not debug:
         warnings.formatwarning = _short_warning
@@ -241,7 +273,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         if debug:
             raise
-        resumable = args.command in ("pretrain", "distill", "finetune", "demo")
+        resumable = args.command in ("pretrain", "distill", "finetune", "demo", "dynabert")
         print("interrupted" + ("; --resume continues from the last checkpoint" if resumable else ""),
               file=sys.stderr)
         return 130

@@ -32,7 +32,7 @@ BERT_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_
                "tie_word_embeddings")
 # fields that exist only here; written to config.json too (transformers keeps unknown keys)
 OWN_FIELDS = ("embedding_layer_norm_eps", "output_layer_norm_eps", "masked_attention_score", "trigram_padding_aware",
-              "classifier_pooling")
+              "classifier_pooling", "attention_head_size")
 
 
 @dataclass
@@ -83,6 +83,11 @@ class MobileBertConfig:
     # what the pooler reads: "cls" = the first token's hidden state (transformers); "mean" = the
     # mean over real tokens, which fine-tunes small models markedly better from little data
     classifier_pooling: str = "cls"
+    # the width d of one attention head. None: true_hidden_size // num_attention_heads, as in
+    # transformers. A number lets a block run fewer heads of the same width than its block
+    # width holds (a DynaBERT sub-network extracted at width w < 1: Q/K/V have heads * d rows),
+    # which neither transformers config can express (see ``dynabert.extract``)
+    attention_head_size: int | None = None
     # "mobilebert", or "bert" for a plain-BERT layout stored as transformers' BERT: parameter
     # names then start with "bert." and config dicts use BertConfig's fields
     model_type: str = "mobilebert"
@@ -99,8 +104,18 @@ class MobileBertConfig:
         return self.intra_bottleneck_size if self.use_bottleneck else self.hidden_size
 
     @property
-    def attention_head_size(self) -> int:
+    def head_size(self) -> int:
+        """The width d of one attention head: ``attention_head_size`` if set, else
+        true_hidden_size // num_attention_heads."""
+        if self.attention_head_size is not None:
+            return self.attention_head_size
         return self.true_hidden_size // self.num_attention_heads
+
+    @property
+    def all_head_size(self) -> int:
+        """Width of Q, K, V and of the attention output's input: heads x head width (transformers'
+        name). Equals true_hidden_size unless ``attention_head_size`` says otherwise."""
+        return self.num_attention_heads * self.head_size
 
     @property
     def attention_input_size(self) -> int:
@@ -142,10 +157,15 @@ class MobileBertConfig:
              f"hidden_act must be one of {ACTIVATIONS}, got {self.hidden_act!r}")
         need(self.normalization_type in NORMALIZATIONS,
              f"normalization_type must be one of {NORMALIZATIONS}, got {self.normalization_type!r}")
-        need(self.true_hidden_size % self.num_attention_heads == 0,
-             f"the block width true_hidden_size={self.true_hidden_size} "
-             f"({'intra_bottleneck_size' if self.use_bottleneck else 'hidden_size'}) must be divisible "
-             f"by num_attention_heads={self.num_attention_heads}")
+        if self.attention_head_size is None:
+            need(self.true_hidden_size % self.num_attention_heads == 0,
+                 f"the block width true_hidden_size={self.true_hidden_size} "
+                 f"({'intra_bottleneck_size' if self.use_bottleneck else 'hidden_size'}) must be divisible "
+                 f"by num_attention_heads={self.num_attention_heads} (or set attention_head_size)")
+        else:
+            v = self.attention_head_size
+            need(isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+                 f"attention_head_size must be None or a positive integer, got {v!r}")
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
             v = getattr(self, name)
             need(0.0 <= v < 1.0, f"{name} must be in [0, 1), got {v!r}")

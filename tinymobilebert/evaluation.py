@@ -4,7 +4,8 @@
 ``RUN/checkpoints/step-N``) and rebuilds the run's held-out data from its run.json: the same
 corpus (less the same excluded documents), split, seed, masking, maximum length, batch size and
 number of batches; or, for a classifier, the same task, dev split and evaluation batch size.
-With the same batches the figures are those of the run's log, exactly. The batch size matters:
+With the same batches, and the thread count the run's last evaluation logged (BLAS sums in
+another order on another count), the figures are those of the run's log, exactly. The batch size matters:
 rows are padded to the longest row of their batch, and with transformers' trigram input the
 last real token reads its [PAD] neighbour, so another batch size gives (slightly) other figures.
 
@@ -21,9 +22,11 @@ import warnings
 from .checkpoint import read_config
 from .data import PretrainingData, encode_examples, example_batches
 from .model import MobileBertForPreTraining, MobileBertForSequenceClassification
+from .threads import restored, set_threads
 from .train.evaluate import evaluate_classification, evaluate_pretraining
 from .train.run_folder import find_run_of
 from .train.settings import corpus_fingerprint, task_fingerprint
+from .train.trainer import LOG_NAME, read_log
 from .workflows import (BUILTIN, IN_PYTHON, TASKS, _path_setting, build_run_task, load_documents,
                         pretraining_dev_batches, pretraining_split)
 
@@ -78,6 +81,25 @@ def evaluate(model_dir, task=None, corpus=None, max_length=None, batch_size=None
     """
     model_dir = os.fspath(model_dir)
     run_dir, record = find_run_of(model_dir)
+    threads = _logged_threads(run_dir)
+    if threads is None:
+        return _evaluate(model_dir, run_dir, record, task, corpus, max_length, batch_size, seed, dev_fraction, report)
+    if report:  # BLAS sums in another order on another thread count: the run's count repeats its figures
+        report = (lambda line, say=report: say(f"{line}; threads {threads}, as the run's last evaluation"))
+    with restored():
+        set_threads(threads)
+        return _evaluate(model_dir, run_dir, record, task, corpus, max_length, batch_size, seed, dev_fraction, report)
+
+
+def _logged_threads(run_dir):
+    """The thread count of the run's last held-out evaluation (its log's last dev record), or None."""
+    if run_dir is None or not os.path.isfile(os.path.join(run_dir, LOG_NAME)):
+        return None
+    dev = [r for r in read_log(run_dir) if r.get("split") == "dev"]
+    return dev[-1].get("threads") if dev else None
+
+
+def _evaluate(model_dir, run_dir, record, task, corpus, max_length, batch_size, seed, dev_fraction, report) -> dict:
     arch = read_config(model_dir).extra.get("architectures", [""])[0]
     command = record["command"] if record else None
     if task is not None or arch.endswith("ForSequenceClassification"):

@@ -21,7 +21,11 @@ What is measured, on one machine in one run, float32, same thread count everywhe
   and a check that importing the package compiles nothing;
 * a distillation step (teacher forward without gradients + student forward/backward + FMT/AT +
   LAMB) at the tiny and small sizes, ours against the same step on transformers' modules
-  (``distill_step.py``, which also says which teacher layout both run).
+  (``distill_step.py``, which also says which teacher layout both run);
+* DynaBERT: inference of extracted sub-networks at every width x depth against their FLOPs, and
+  the supernet run at (w, d) against the extracted model (``dynabert.py``).
+* contention (``benchmark.contention``): the tiny and small training steps again with one busy
+  competitor process, ours with threads chosen by timing and fixed, next to PyTorch.
 
 Targets are printed as pass/miss markers; nothing here asserts a timing. Times are wall-clock
 (``time.perf_counter``) after warm-up; we report the median, the min and the max of the repeats.
@@ -52,12 +56,22 @@ def main(argv=None) -> dict:
     ap.add_argument("--impls", default=",".join(IMPLS), help=f"comma list of {', '.join(IMPLS)}")
     ap.add_argument("--repeats", type=int, default=None, help="timed repeats per step (default: per size)")
     ap.add_argument("--quick", action="store_true", help="tiny only, 2 repeats, 1 warm-up, short kernel timings")
-    ap.add_argument("--threads", type=int, default=None, help="threads for everything (default: usable CPUs)")
+    ap.add_argument("--threads", default=None, metavar="N|auto",
+                    help="threads for everything (default: usable CPUs); 'auto': ours choose by timing steps "
+                         "(tinymobilebert.threads), PyTorch at the usable CPUs")
+    ap.add_argument("--contention", default=None, metavar="SIZES",
+                    help="sizes whose training step is also timed with one busy competitor process, ours (auto "
+                         "and fixed threads) next to PyTorch (default: tiny and small among --sizes)")
+    ap.add_argument("--no-contention", action="store_true", help="skip the contention rows")
+    ap.add_argument("--competitor", choices=["spin", "blas"], default="spin",
+                    help="the busy process: a Python spin loop (default) or single-threaded float32 products")
     ap.add_argument("--json", default=None, help="write raw numbers and ratios here")
     ap.add_argument("--no-kernels", action="store_true", help="skip the per-kernel comparison")
     ap.add_argument("--no-jit", action="store_true", help="skip the cold/warm JIT measurement")
     ap.add_argument("--distill-sizes", default=None,
                     help="sizes of the distillation step (default: tiny and small among --sizes; '' for none)")
+    ap.add_argument("--no-dynabert", action="store_true",
+                    help="skip the DynaBERT row (extracted sub-networks vs the supernet, small and paper sizes)")
     ap.add_argument("--rounds", type=int, default=1, help="repeat the whole sweep, interleaved, and pool the "
                                                           "samples (steadier on a shared machine)")
     ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
@@ -74,14 +88,24 @@ def main(argv=None) -> dict:
         return res
     sizes = tuple(args.sizes.split(",")) if args.sizes else (("tiny",) if args.quick else DEFAULT_SIZES)
     impls = tuple(args.impls.split(","))
-    for name, given, known in (("size", sizes, SIZES), ("implementation", impls, IMPLS)):
+    if args.no_contention:
+        contention = ()
+    elif args.contention:
+        contention = tuple(args.contention.split(","))
+    else:
+        contention = tuple(s for s in sizes if s in ("tiny", "small"))
+    if args.threads not in (None, "auto") and not (args.threads.isdigit() and int(args.threads) >= 1):
+        ap.error(f"--threads must be a number >= 1 or 'auto', got {args.threads!r}")
+    for name, given, known in (("size", sizes, SIZES), ("implementation", impls, IMPLS),
+                               ("contention size", contention, SIZES)):
         bad = [g for g in given if g not in known]
         if bad:
             ap.error(f"unknown {name} {bad}; choose from {', '.join(known)}")
     distill_sizes = None if args.distill_sizes is None else tuple(x for x in args.distill_sizes.split(",") if x)
     res = run_benchmark(sizes, impls, args.repeats, args.quick, args.threads, not args.no_kernels, not args.no_jit,
                         args.wait_quiet, args.rounds, log=lambda s: print(s, file=sys.stderr, flush=True),
-                        distill_sizes=distill_sizes)
+                        distill_sizes=distill_sizes, dynabert=not args.no_dynabert, contention=contention,
+                        competitor=args.competitor)
     print(format_report(res))
     if args.json:
         write_text_atomic(args.json, json.dumps(res, indent=1) + "\n")

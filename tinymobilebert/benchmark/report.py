@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .dynabert import format_dynabert
 from .measure import IMPLS, MODES, NOISY_STALL, TARGET_INFER_VS_TORCH, TARGET_KERNEL_SPEEDUP, TARGET_PAPER_FRACTION_OF_PEAK, TARGET_TRAIN_VS_TORCH, TARGET_WARM_FIRST_STEP_S
 
 
@@ -133,6 +134,12 @@ def format_report(res) -> str:
                 f"after import {j['signatures_after_import']} of {j['dispatchers']} dispatchers, after the step "
                 f"{j['signatures_after_step']}" + (_mark(j['import_s'] + j['first_step_s'] <= TARGET_WARM_FIRST_STEP_S)
                                                    if kind == "warm" else ""))
+    if res.get("contention"):
+        from .contention import format_contention
+
+        add("")
+        lines.extend(format_contention(res["contention"], rat.get("contention", {})))
+    lines.extend(format_dynabert(res))
     errors = [f"{size} {k}: {e['error']}" for size, st in res["steps"].items() for k, e in st.items()
               if isinstance(e, dict) and "error" in e]
     if "error" in res.get("matmul_peak", {}):

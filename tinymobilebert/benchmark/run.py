@@ -9,6 +9,9 @@ import tempfile
 
 import numpy as np
 
+from .contention import contention_ratios, run_contention
+from .dynabert import LAYOUTS as DYNABERT_LAYOUTS
+from .dynabert import dynabert_sizes, dynabert_targets
 from .measure import DEFAULT_SIZES, IMPLS, MLM_FRACTION, MODES, SIZES, TARGET_INFER_VS_TORCH, TARGET_KERNEL_SPEEDUP, TARGET_PAPER_FRACTION_OF_PEAK, TARGET_TRAIN_VS_TORCH, TARGET_WARM_FIRST_STEP_S, TORCH_SKIPPED, cpu_pressure_avg10, size_config, summarize, wait_until_quiet
 from .distill_step import DISTILL_SIZES, TARGET_DISTILL_MEMORY_VS_TORCH, TARGET_DISTILL_VS_TORCH, TEACHER_NOTE
 from .workers import run_worker
@@ -90,26 +93,36 @@ def merge_rounds(a: dict, b: dict) -> dict:
 
 
 def run_benchmark(sizes=DEFAULT_SIZES, impls=IMPLS, repeats=None, quick=False, threads=None, kernels=True,
-                  jit=True, wait_quiet=0.0, rounds=1, log=print, distill_sizes=None) -> dict:
+                  jit=True, wait_quiet=0.0, rounds=1, log=print, contention=(), competitor="spin",
+                  dynabert=True, distill_sizes=None) -> dict:
     """Run everything; returns the raw results and the ratios (see ``ratios``).
 
     ``rounds``: run the whole sweep of steps (and kernels) this many times, interleaved, and pool
     the samples, so a slow spell on a shared machine does not land on one implementation only.
     ``wait_quiet``: before each measurement, wait up to this many seconds for the machine's CPU
-    pressure to fall below 10% (see ``wait_until_quiet``). ``distill_sizes``: sizes of the
-    distillation step (``distill_step.py``; default: those of ``DISTILL_SIZES`` in ``sizes``).
+    pressure to fall below 10% (see ``wait_until_quiet``).
+    ``threads``: a number for every implementation, or "auto": ours choose by timing steps
+    (``tinymobilebert.threads``), PyTorch runs at the usable CPUs.
+    ``contention``: sizes whose training step is also measured with one ``competitor`` process
+    busy (``benchmark.contention``). ``distill_sizes``: sizes of the distillation step
+    (``distill_step.py``; default: those of ``DISTILL_SIZES`` in ``sizes``).
     """
     if distill_sizes is None:
         distill_sizes = tuple(s for s in sizes if s in DISTILL_SIZES)
-    threads = threads or len(os.sched_getaffinity(0))
+    auto = threads == "auto"
+    threads = len(os.sched_getaffinity(0)) if (auto or not threads) else int(threads)
     have_torch = torch_available()
     res = {"machine": machine_info(threads), "settings": {"sizes": list(sizes), "impls": list(impls),
-           "quick": quick, "repeats": repeats, "rounds": rounds, "threads": threads, "dtype": "float32",
-           "wait_quiet_s": wait_quiet}, "steps": {}}
+           "quick": quick, "repeats": repeats, "rounds": rounds, "threads": "auto" if auto else threads,
+           "dtype": "float32", "wait_quiet_s": wait_quiet, "contention": list(contention), "competitor": competitor},
+           "steps": {}}
+
+    def wait():
+        return wait_until_quiet(wait_quiet) if wait_quiet else {"cpu_pressure_avg10": cpu_pressure_avg10()}
 
     def measure(kind, spec, **env):
         """``run_worker``, after a quiet moment if asked; notes the CPU pressure before it."""
-        quiet = wait_until_quiet(wait_quiet) if wait_quiet else {"cpu_pressure_avg10": cpu_pressure_avg10()}
+        quiet = wait()
         return {**run_worker(kind, spec, threads, **env), "before": quiet}
 
     def record(where: dict, key: str, entry: dict):
@@ -138,7 +151,7 @@ def run_benchmark(sizes=DEFAULT_SIZES, impls=IMPLS, repeats=None, quick=False, t
                         continue
                     log(f"[bench] round {rnd + 1}/{rounds} {size:5s} {impl:14s} {mode} x{reps}")
                     spec = {"impl": impl, "size": size, "mode": mode, "warmup": warm, "repeats": reps,
-                            "threads": threads}
+                            "threads": "auto" if auto and impl != "pytorch" else threads}
                     record(res["steps"][size], f"{impl}/{mode}", measure("step", spec))
         for size in distill_sizes:  # the distillation step: ours and PyTorch's only (no twins column)
             s = SIZES[size]
@@ -156,6 +169,27 @@ def run_benchmark(sizes=DEFAULT_SIZES, impls=IMPLS, repeats=None, quick=False, t
             log(f"[bench] round {rnd + 1}/{rounds} kernels at the shapes of {ksize}")
             record(res, "kernels", measure("kernels", {"size": ksize, "budget_s": 0.05 if quick else 0.3,
                                                         "min_reps": 1 if quick else 3}))
+        if contention:
+            cont = run_contention(contention, threads, competitor, lambda spec: run_worker("step", spec, threads),
+                                  wait, None if "pytorch" in impls and have_torch else
+                                  ("skipped (not in --impls)" if have_torch else TORCH_SKIPPED), quick, repeats, log)
+            if "contention" in res:  # pool the rounds, entry by entry
+                for size in contention:
+                    for impl, e in cont[size].items():
+                        old = res["contention"][size][impl]
+                        if "skipped" not in e:
+                            cont[size][impl] = {k: merge_rounds(old[k], e[k]) for k in ("quiet", "busy")}
+            res["contention"] = cont
+    if dynabert and "tinymobilebert" in impls:  # once, after the rounds (see benchmark/dynabert.py)
+        res["dynabert"] = {}
+        for size in dynabert_sizes(sizes):
+            log(f"[bench] dynabert {size}: extracted sub-networks and the supernet at (w, d), "
+                f"{' and '.join(DYNABERT_LAYOUTS)}")
+            reps = repeats or (2 if quick else max(3, SIZES[size]["repeats"] // 2))
+            got = measure("dynabert", {"layouts": list(DYNABERT_LAYOUTS), "size": size, "warmup": 1, "repeats": reps})
+            for layout in DYNABERT_LAYOUTS:
+                key = f"{layout}/{size}"
+                res["dynabert"][key] = got[key] if key in got else {"error": got.get("error", "not measured")}
     if jit:
         with tempfile.TemporaryDirectory(prefix="tmb-numba-cache-") as cache:
             log("[bench] JIT cold (empty NUMBA_CACHE_DIR)")
@@ -233,6 +267,11 @@ def ratios(res):
         if row["used_by_model"] and row.get("numba_kernel", True):
             target(f"kernel {row['kernel']} [{row['shape']}] >= 2x twin", row["speedup"], TARGET_KERNEL_SPEEDUP,
                    at_most=False)
+    if "contention" in res:
+        out["contention"], cont_targets = contention_ratios(res["contention"])
+        for name, value, limit in cont_targets:
+            target(name, value, limit)
+    dynabert_targets(res, target)
     warm = res.get("jit", {}).get("warm", {})
     if "import_s" in warm:
         target("warm import + first tiny step <= 3 s", warm["import_s"] + warm["first_step_s"], TARGET_WARM_FIRST_STEP_S)

@@ -105,6 +105,7 @@ def worker_step(spec) -> dict:
         runner, extra = _torch_runner, {"torch_threads": torch.get_num_threads()}
     else:
         runner, extra = _ours_runner, {}
+    auto = spec["threads"] == "auto" and impl != "pytorch"
     with use_numpy_twins(impl == "numpy-twins"):
         micro, make = runner(*size_config("micro"), mode)
         make()()
@@ -115,13 +116,35 @@ def worker_step(spec) -> dict:
         gc.collect()
         rss_model = rss_mb()
         step = make()
-        times = time_calls(step, spec["warmup"], spec["repeats"])
+        if auto:  # choose the thread count by timing steps, as the Trainer does (tinymobilebert.threads)
+            step, tuner = _tuned(step, spec["warmup"])
+            times = time_calls(step, 0, spec["repeats"])
+            extra.update(threads_chosen=tuner.threads, thread_events=tuner.events)
+        else:
+            times = time_calls(step, spec["warmup"], spec["repeats"])
         check = float(step())
     if impl == "pytorch":
         extra["attn_implementation"] = model.config._attn_implementation
     peak = max(peak_rss_mb(), rss_mb())  # the kernel updates ru_maxrss lazily: it may lag statm
     return {"time": times, "rss_warm_mb": rss_import, "rss_model_mb": rss_model, "peak_rss_mb": peak,
             "peak_over_model_mb": peak - rss_model, "check": check, **extra}
+
+
+def _tuned(step, warmup):
+    """(step wrapped in a ``ThreadTuner``, the tuner), after its warm-up and first probe (untimed)."""
+    from ..threads import ThreadTuner
+
+    tuner = ThreadTuner(warmup_steps=warmup)
+
+    def tuned():
+        tuner.before_step()
+        result = step()
+        tuner.after_step()
+        return result
+
+    for _ in range(warmup + tuner.probe_steps * len(tuner.candidates)):
+        tuned()
+    return tuned, tuner
 
 
 def worker_peak(spec) -> dict:
@@ -388,8 +411,10 @@ def worker_entry(kind: str, spec_json: str) -> None:
     """Subprocess entry point: run one worker, print its result as the last line."""
     spec = json.loads(spec_json)
     from .distill_step import worker_distill
+    from .dynabert import worker_dynabert
 
-    fn = {"step": worker_step, "peak": worker_peak, "kernels": worker_kernels, "distill": worker_distill}[kind]
+    fn = {"step": worker_step, "peak": worker_peak, "kernels": worker_kernels, "distill": worker_distill,
+          "dynabert": worker_dynabert}[kind]
     print("@@BENCH@@" + json.dumps(fn(spec)), flush=True)
 
 
@@ -397,8 +422,11 @@ def _package_parent() -> str:
     return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def worker_env(threads: int, **extra) -> dict:
-    """The environment every worker gets: one thread count for BLAS, OpenMP, torch and our kernels."""
+def worker_env(threads, **extra) -> dict:
+    """The environment every worker gets: one thread count for BLAS, OpenMP, torch and our kernels
+    ("auto": the usable CPUs, which the worker's tuner then lowers when that is faster)."""
+    if threads == "auto":
+        threads = len(os.sched_getaffinity(0))
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
                 "TINYMOBILEBERT_NUM_THREADS"):
@@ -409,7 +437,7 @@ def worker_env(threads: int, **extra) -> dict:
     return env
 
 
-def run_worker(kind: str, spec: dict, threads: int, timeout: float = 1800, **env_extra) -> dict:
+def run_worker(kind: str, spec: dict, threads, timeout: float = 1800, **env_extra) -> dict:
     """Run a worker in a fresh Python process; returns its dict (plus ``wall_s``) or ``{"error": ...}``."""
     if kind == "jit":
         cmd = [sys.executable, "-c", _JIT_SCRIPT, spec["size"]]

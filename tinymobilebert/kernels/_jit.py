@@ -16,6 +16,17 @@ Three rules, one place:
   benchmark measures what Numba buys. ``NUMBA_DISABLE_JIT=1`` still runs the Numba code as
   plain Python for debugging.
 
+Non-finite values: every kernel gives NaN and +-inf exactly where its twin does (same
+``isnan``/``isinf`` patterns; ``tests/test_kernels_nonfinite.py`` feeds NaN and inf into every
+input of every kernel). Without ``nnan``/``ninf`` LLVM keeps IEEE semantics, so what remains is
+how a kernel is written: a comparison is false for NaN, so ``v if v > 0 else 0`` sends NaN to 0
+where ``np.maximum(v, 0)`` keeps it (ReLU is ``0 if v <= 0 else v``); a twin that multiplies by
+a 0/1 mask gives NaN for ``inf * 0`` where a kernel that selects gives 0, so both sides use the
+same one (a product where the twin multiplies, ``np.where`` in the twin where the kernel
+selects). A row's maximum with a NaN in it differs (NumPy's ``max`` is NaN, Python's ``max``
+skips a NaN that is not first), but every softmax and log-sum-exp then meets the NaN in its sum,
+so the rows come out NaN on both sides.
+
 Without Intel's SVML (not shipped with pip's llvmlite) LLVM cannot vectorise a loop that calls
 ``np.exp`` or ``math.tanh``: every element pays a libm call (~20 ns for tanh). ``exp`` and
 ``tanh`` below are the textbook vectorisable forms (``tanh``: Cephes' tanhf / tanh). ``exp``
@@ -189,12 +200,28 @@ _workers: list[threading.Thread] = []
 _pool_lock = threading.Lock()
 
 
+_threads_override = None  # set_num_threads (tinymobilebert.threads): wins over the environment
+
+
 def num_threads() -> int:
-    """Threads the kernels use: ``TINYMOBILEBERT_NUM_THREADS``, else the usable CPU count."""
+    """Threads the kernels use: ``set_num_threads(n)``, else ``TINYMOBILEBERT_NUM_THREADS``, else
+    the usable CPU count."""
+    if _threads_override is not None:
+        return _threads_override
     env = os.environ.get("TINYMOBILEBERT_NUM_THREADS")
     if env:
         return max(1, int(env))
     return _usable_cpus()
+
+
+def set_num_threads(n: int | None) -> None:
+    """Use ``n`` threads in the kernels from now on (None: back to the environment's choice)."""
+    global _threads_override
+    _threads_override = None if n is None else max(1, int(n))
+
+
+def get_num_threads_override() -> int | None:
+    return _threads_override
 
 
 @functools.lru_cache(maxsize=1)

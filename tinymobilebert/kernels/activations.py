@@ -16,6 +16,9 @@ Dimensions: N rows, C features.
                                                             (1 - tanh^2 z cancels for large |z|)
 
 The derivatives at the kinks follow PyTorch (relu'(0) = 0), so gradients match transformers.
+NaN goes through as in NumPy and PyTorch: relu(NaN) = NaN (np.maximum), and dz = dy * act'(z),
+so an infinite dy meets a zero slope as inf * 0 = NaN. Far out in the tails the derivatives are
+exact constants (see ``_GELU_NEW_FLAT``), the same in the twin and the kernel.
 """
 
 from __future__ import annotations
@@ -34,6 +37,12 @@ _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 # decides to split
 _NS_FORWARD = (0.25, 0.25, 16.0, 1.3, 1.5)
 _NS_BACKWARD = (0.25, 0.25, 16.0, 1.4, 1.0)
+# Past these |z| the derivatives are taken as exactly 0 (or 1): gelu 10 (|error| < 1e-21),
+# gelu_new 6 (< 1e-9), tanh 20 (< 2e-17). There the twin's float64 formula and the kernel's
+# float32 one would round differently (1 + tanh(u) cancels to 0 in the twin; products underflow
+# in the kernel), and with an infinite upstream gradient inf * (+tiny), inf * (-tiny) and
+# inf * 0 are three different answers. One exact value on both sides keeps them equal.
+_GELU_NEW_FLAT = 6.0
 _BIAS_BLOCK = 16  # rows per block of the bias-gradient sum (see _act_backward_rows)
 
 
@@ -77,14 +86,15 @@ def act_grad_numpy(z, code):
     z64 = z.astype(np.float64)
     if code == 2:
         d = 0.5 * _erfc_numpy(-z64 * _INV_SQRT2) + z64 * np.exp(-0.5 * z64 * z64) * _INV_SQRT_2PI
+        d = np.where(z64 > 10.0, 1.0, np.where(z64 < -10.0, 0.0, d))  # |d - 0 or 1| < 1e-21 there
     elif code == 3:
-        zc = np.clip(z64, -10.0, 10.0)  # past |z| = 10 the derivative is 0 or 1 to < 1e-37
+        zc = np.clip(z64, -_GELU_NEW_FLAT, _GELU_NEW_FLAT)
         t = np.tanh(_SQRT_2_OVER_PI * (zc + 0.044715 * zc**3))
         d = 0.5 * (1.0 + t) + 0.5 * zc * (1.0 - t * t) * _SQRT_2_OVER_PI * (1.0 + 3 * 0.044715 * zc * zc)
-        d = np.where(z64 > 10.0, 1.0, np.where(z64 < -10.0, 0.0, d))
+        d = np.where(z64 > _GELU_NEW_FLAT, 1.0, np.where(z64 < -_GELU_NEW_FLAT, 0.0, d))
     elif code == 4:
         a = np.exp(-2.0 * np.abs(z64))
-        d = 4.0 * a / (1.0 + a) ** 2
+        d = np.where(np.abs(z64) > 20.0, 0.0, 4.0 * a / (1.0 + a) ** 2)  # sech^2 z < 2e-17 there
     else:
         raise ValueError(f"unknown activation code {code}")
     return d.astype(z.dtype)
@@ -119,10 +129,10 @@ def _bias_act_rows(h, bias, code, y, z, start, stop, chunk):
     for n in range(start, stop):
         for c in range(C):
             z[n, c] = h[n, c] + bias[c]
-        if code == 0:  # relu
+        if code == 0:  # relu: NaN stays NaN, as np.maximum (v > 0 would send it to 0)
             for c in range(C):
                 v = z[n, c]
-                y[n, c] = v if v > zero else zero
+                y[n, c] = zero if v <= zero else v
         elif code == 1:  # relu6
             for c in range(C):
                 v = z[n, c]
@@ -156,41 +166,44 @@ def _act_backward_row(dy, z, code, dz, acc, n):
     """dz[n] = dy[n] * act'(z[n]), one loop per activation; acc (C,) += dz[n] in the same loop."""
     C = dy.shape[1]
     t = dy.dtype.type
-    zero, one, six, ten = t(0), t(1), t(6), t(10)
+    zero, one, six, ten, twenty, flat = t(0), t(1), t(6), t(10), t(20), t(_GELU_NEW_FLAT)
     c0, c1, c2, c3 = t(_INV_SQRT2), t(_INV_SQRT_2PI), t(_SQRT_2_OVER_PI), t(0.044715)
-    if code == 0:  # relu
+    if code == 0:  # relu: dy times the 0/1 slope, as the twin (an inf dy at z <= 0 gives NaN)
         for c in range(C):
-            d = dy[n, c]  # loaded unconditionally: a select, not a branch, so the loop vectorises
-            g = d if z[n, c] > zero else zero
+            g = dy[n, c] * (one if z[n, c] > zero else zero)  # a select, so the loop vectorises
             dz[n, c] = g
             acc[c] += g
     elif code == 1:  # relu6
         for c in range(C):
-            v, d = z[n, c], dy[n, c]
-            g = d if (v > zero and v < six) else zero
+            v = z[n, c]
+            g = dy[n, c] * (one if (v > zero and v < six) else zero)
             dz[n, c] = g
             acc[c] += g
-    elif code == 2:  # gelu (exact): Phi(z) + z phi(z)
+    elif code == 2:  # gelu (exact): Phi(z) + z phi(z); past |z| = 10 it is 0 or 1 to < 1e-21
         for c in range(C):
             v = z[n, c]
-            g = dy[n, c] * (t(0.5) * math.erfc(-v * c0) + v * exp(t(-0.5) * v * v) * c1)
+            d = t(0.5) * math.erfc(-v * c0) + v * exp(t(-0.5) * v * v) * c1
+            d = one if v > ten else (zero if v < -ten else d)
+            g = dy[n, c] * d
             dz[n, c] = g
             acc[c] += g
-    elif code == 3:  # gelu_new; past |z| = 10 the derivative is 0 or 1 to < 1e-37
+    elif code == 3:  # gelu_new; past |z| = _GELU_NEW_FLAT the derivative is 1 or 0 (module notes)
         for c in range(C):
-            v = min(max(z[n, c], -ten), ten)
+            v = min(max(z[n, c], -flat), flat)
             # e <= e^80 keeps every product below finite whatever order fastmath picks
             e = exp(min(t(-2) * c2 * (v + c3 * v * v * v), t(80)))
             s = one / (one + e)
             d = s + t(2) * v * c2 * (one + t(3) * c3 * v * v) * (e * s) * s
-            d = one if z[n, c] > ten else (zero if z[n, c] < -ten else d)
+            d = one if z[n, c] > flat else (zero if z[n, c] < -flat else d)
             g = dy[n, c] * d
             dz[n, c] = g
             acc[c] += g
-    else:  # tanh: sech^2 z = 4a / (1 + a)^2, a = exp(-2|z|)
+    else:  # tanh: sech^2 z = 4a / (1 + a)^2, a = exp(-2|z|); 0 past |z| = 20, as the twin
         for c in range(C):
-            a = exp(t(-2) * abs(z[n, c]))
-            g = dy[n, c] * (t(4) * a / ((one + a) * (one + a)))
+            v = abs(z[n, c])
+            a = exp(t(-2) * v)
+            d = t(4) * a / ((one + a) * (one + a))
+            g = dy[n, c] * (zero if v > twenty else d)
             dz[n, c] = g
             acc[c] += g
 

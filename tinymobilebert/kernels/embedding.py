@@ -8,7 +8,7 @@ Trigram input (MobileBERT section 3.1; a width-3 convolution with zero "same" pa
     x[:, t] = concat(e[:, t+1], e[:, t], e[:, t-1])          (B, T, 3E), zeros past the edges
 
 With ``keep`` (B, T) given (padding-aware mode) a neighbour whose keep is 0 also counts as a
-zero, so real tokens never read a [PAD] embedding. The backward pass scatter-adds each slice of
+zero, so real tokens never read a [PAD] embedding (not even a NaN one: zero, not times zero). The backward pass scatter-adds each slice of
 dx back to the row it came from:
 
     dW[ids[b, t]] += dx[b, t, E:2E] + dx[b, t-1, 0:E] + dx[b, t+1, 2E:3E]
@@ -40,10 +40,10 @@ def trigram_embed_numpy(ids, table, keep):
     prv = np.zeros_like(e)
     nxt[:, :-1] = e[:, 1:]
     prv[:, 1:] = e[:, :-1]
-    if keep is not None:
-        k = keep.astype(e.dtype)[:, :, None]
-        nxt[:, :-1] *= k[:, 1:]
-        prv[:, 1:] *= k[:, :-1]
+    if keep is not None:  # a select, not * keep: a NaN or inf [PAD] embedding must not leak as NaN
+        k = keep[:, :, None] > 0
+        nxt[:, :-1] = np.where(k[:, 1:], nxt[:, :-1], 0)
+        prv[:, 1:] = np.where(k[:, :-1], prv[:, 1:], 0)
     return np.concatenate([nxt, e, prv], axis=-1)
 
 
@@ -53,11 +53,11 @@ def trigram_embed_backward_numpy(dx, ids, keep, dtable, skip_id=-1):
     before = dtable[skip_id].copy() if skip_id >= 0 else None
     d_next, d_cur, d_prev = dx[..., :E], dx[..., E:2 * E], dx[..., 2 * E:]
     if keep is not None:
-        k = keep.astype(dx.dtype)[:, :, None]
+        k = keep[:, :, None] > 0
         d_next = d_next.copy()
         d_prev = d_prev.copy()
-        d_next[:, :-1] *= k[:, 1:]
-        d_prev[:, 1:] *= k[:, :-1]
+        d_next[:, :-1] = np.where(k[:, 1:], d_next[:, :-1], 0)
+        d_prev[:, 1:] = np.where(k[:, :-1], d_prev[:, 1:], 0)
     np.add.at(dtable, ids, d_cur)
     np.add.at(dtable, ids[:, 1:], d_next[:, :-1])   # token t+1 fed slot "next" of token t
     np.add.at(dtable, ids[:, :-1], d_prev[:, 1:])   # token t-1 fed slot "previous" of token t

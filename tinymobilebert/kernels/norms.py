@@ -152,8 +152,14 @@ def _norm_backward_rows(dy, z, gamma, mean, rstd, layer_norm, dz, partial, start
             for c in range(C):
                 pgamma[c] += sg[c]
                 pbeta[c] += sb[c]
-        for c in range(C):  # sum_rows(dy * gamma) = gamma * sum_rows(dy)
-            pbias[c] = pbeta[c] * gamma[c]
+        for c in range(C):  # sum_rows(dy * gamma) = gamma * sum_rows(dy) ...
+            if np.isfinite(gamma[c]):
+                pbias[c] = pbeta[c] * gamma[c]
+            else:  # ... except for NaN semantics: inf * (dy of both signs) sums to NaN, as in the twin
+                acc = 0.0
+                for n in range(start, stop):
+                    acc += dz[n, c]
+                pbias[c] = acc
         return
     for n in range(start, stop):
         m = mean[n]

@@ -114,7 +114,13 @@ def soft_target_ce_backward_numpy(s, t, labels, alpha, inv_temperature, key_mask
             d = np.where(group > 0, d, 0.0)  # masked entries: 0 even in a row whose statistics are nan
         if alpha > 0.0:  # the label's entry counts even if masked (the forward pass counts it too)
             d[np.arange(rows.size), labels[rows]] -= alpha
-        ds[rows] = (row_grad[rows] * inv_temperature)[:, None] * d
+        d = (row_grad[rows] * inv_temperature)[:, None] * d
+        if group is not None:  # masked entries are 0 whatever the row's gradient (a nan one included)
+            keep = group > 0
+            if alpha > 0.0:
+                keep[np.arange(rows.size), labels[rows]] = True
+            d = np.where(keep, d, 0.0)
+        ds[rows] = d
     return ds.astype(s.dtype)
 
 

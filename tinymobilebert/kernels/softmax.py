@@ -12,7 +12,8 @@ In "add" mode a fully padded row has every score at finfo.min (the tiny scores a
 rounding, as in transformers), so its softmax is uniform; masked keys of a partly padded row get
 exactly zero weight. Backward, from dP (B, A, T, S):
 
-    ds = P * (dP - sum_S(dP * P))             dr = ds * scale   (zero at masked keys in "replace")
+    ds = P * (dP - sum_S(dP * P))             dr = ds * scale   (exactly zero at masked keys in
+                                                                 "replace", even where ds is NaN)
 
 Softmax statistics are accumulated in float64 inside the kernel.
 
@@ -64,8 +65,8 @@ def attention_softmax_numpy(raw, key_mask, scale, replace, replace_value, keep_s
 def attention_softmax_backward_numpy(dp, p, key_mask, scale, replace):
     """d raw from dP. All (B, A, T, S); key_mask as in forward."""
     ds = p * (dp - (dp * p).sum(axis=-1, keepdims=True))
-    if replace and key_mask is not None:
-        ds = ds * (key_mask[:, None, None, :] > 0)
+    if replace and key_mask is not None:  # a select, not * mask: no gradient, even from a NaN
+        ds = np.where(key_mask[:, None, None, :] > 0, ds, p.dtype.type(0))
     return ds * p.dtype.type(scale)
 
 

@@ -21,6 +21,7 @@ decides, for the commands, whether to continue or replace a run).
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +29,8 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from ..atomic import atomic_write
+from ..diagnostics import NonFiniteError, check_gradients, check_loss, check_parameters
+from ..threads import default_policy, for_training, get_threads
 from .checkpoints import checkpoint_steps, load_newest_intact_checkpoint, remove_leftovers, save_training_checkpoint
 from .progress import Progress, notify
 
@@ -48,8 +51,10 @@ def read_log(path) -> list[dict]:
 
 
 def default_step(model, batch) -> dict:
-    """forward(**batch) then backward(); logs the loss and, when the model reports them, its parts."""
+    """forward(**batch) then backward(); logs the loss and, when the model reports them, its parts.
+    A NaN or inf loss stops here, before backward frees the caches that locate it."""
     out = model.forward(**batch)
+    check_loss(model, out)  # NaN/inf: stop, naming the first non-finite block
     model.backward()
     logged = {"loss": out.loss}
     for key in ("mlm_loss", "nsp_loss"):
@@ -86,12 +91,21 @@ class Trainer:
         More state to checkpoint and restore for an exact resume (a teacher's projection, token
         importances, ...): each object has ``state_dict() -> {key: array or JSON scalar}`` and
         ``load_state_dict(d)``.
+    threads : None, int or "auto"
+        Threads for BLAS and the kernels during ``train()`` (restored after): a number, or "auto"
+        to pick the fastest count by timing steps and re-check as the machine's load changes
+        (``tinymobilebert.threads``; results then differ in the last bits from a fixed count).
+        None: ``threads.default_policy()`` (the command line sets "auto"; else unchanged).
+
+    A NaN or inf loss or gradient stops the run before the update with a ``NonFiniteError``
+    (a ``FloatingPointError``) naming the first non-finite layer and block, or the gradients;
+    a checkpoint is never written with non-finite weights, so the last one on disk is good.
     """
 
     def __init__(self, model, optimizer, batches: Callable[[int, int], Iterator[dict]], out_dir: str, *,
                  max_steps: int, evaluate=None, eval_every: int = 0, save_every: int = 0, log_every: int = 1,
                  tokenizer=None, progress=None, keep_checkpoints: int = 2, description: str = "train",
-                 step_fn=None, extra_state: dict | None = None, progress_every: int | None = None):
+                 step_fn=None, extra_state: dict | None = None, progress_every: int | None = None, threads=None):
         if max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {max_steps}")
         self.model, self.optimizer, self.batches = model, optimizer, batches
@@ -102,6 +116,7 @@ class Trainer:
         self.description = description
         self.step_fn = default_step if step_fn is None else step_fn
         self.extra_state = dict(extra_state or {})
+        self.threads = threads
         self.state = {"step": 0, "epoch": 0, "batch": 0}
         self.history: list[dict] = []
         self.resumed_from = None  # the checkpoint folder resume() loaded ("" for none)
@@ -156,6 +171,7 @@ class Trainer:
             f.flush()
 
     def _save(self) -> None:
+        check_parameters(self.model, f"saving the checkpoint of step {self.state['step']}")
         self._saved_step = self.state["step"]
         save_training_checkpoint(self.out_dir, self.state["step"], self.model, self.optimizer, dict(self.state),
                                  tokenizer=self.tokenizer, keep=self.keep, extra_state=self.extra_state)
@@ -163,7 +179,8 @@ class Trainer:
     def _run_eval(self) -> dict:
         metrics = self.evaluate(self.model)
         self.model.train()
-        record = {"split": "dev", "step": self.state["step"], **metrics}
+        # the thread count changes BLAS's summation order: recorded so ``evaluate`` can repeat it
+        record = {"split": "dev", "step": self.state["step"], **metrics, "threads": get_threads()["blas"]}
         self._log(record)
         return record
 
@@ -175,6 +192,10 @@ class Trainer:
     def train(self) -> dict:
         """Run until ``max_steps``; returns {"steps", "seconds", "cpu_seconds" (this process's CPU
         time, all threads), "last_train", "last_dev"}."""
+        with for_training(self.threads if self.threads is not None else default_policy()) as pace:
+            return self._train(pace)
+
+    def _train(self, pace) -> dict:
         model, opt, st = self.model, self.optimizer, self.state
         if self.resumed_from is None:
             self._start_fresh()
@@ -187,9 +208,18 @@ class Trainer:
             produced = False
             for batch in self.batches(st["epoch"], st["batch"]):
                 produced = True
+                pace.before_step()  # the thread count for this step (fixed, or chosen by timing)
                 model.zero_grad()
-                logged = self.step_fn(model, batch)
+                try:
+                    logged = self.step_fn(model, batch)
+                except NonFiniteError as e:  # raised inside the step (check_loss): say which step
+                    raise NonFiniteError(f"step {st['step'] + 1}: {e}", e.where, e.block, e.tensor) from None
+                if not math.isfinite(float(logged["loss"])):  # a custom step that does not check
+                    raise NonFiniteError(f"loss became {logged['loss']} at step {st['step'] + 1} "
+                                         "(lower the learning rate or enable clipping)", "head", "loss", "loss")
+                check_gradients(model, st["step"] + 1)  # before the update: the weights stay finite
                 stats = opt.step()
+                pace.after_step(batch["input_ids"].size)
                 st["step"] += 1
                 st["batch"] += 1
                 tokens += int(np.sum(batch["attention_mask"])) if "attention_mask" in batch else batch["input_ids"].size
@@ -201,10 +231,9 @@ class Trainer:
                     if "grad_norm" in stats:
                         record["grad_norm"] = float(stats["grad_norm"])
                     record["tokens_per_second"] = tokens / max(now - t_window, 1e-9)
+                    if pace.threads is not None:
+                        record["threads"] = pace.threads
                     tokens, t_window = 0, now
-                    if not np.isfinite(record["loss"]):
-                        raise FloatingPointError(f"loss became {record['loss']} at step {st['step']} "
-                                                 "(lower the learning rate or enable clipping)")
                     self._log(record)
                     last_train = record
                 if callable(self.description):  # a run of stages (distillation): the stage of the step done
