@@ -26,7 +26,7 @@ def quick_run(tmp_path_factory):
     """Ours and the twins through the whole harness; PyTorch (slow to import) has its own test."""
     path = tmp_path_factory.mktemp("bench") / "bench.json"
     res = benchmark.main(["--quick", "--sizes", "micro", "--repeats", "1", "--no-jit", "--impls",
-                          "tinymobilebert,numpy-twins", "--json", str(path)])
+                          "tinymobilebert,numpy-twins", "--distill-sizes", "micro", "--json", str(path)])
     return res, json.loads(path.read_text())
 
 
@@ -136,3 +136,33 @@ def test_report_says_when_torch_is_missing(quick_run):
     assert res["ratios"]["micro"]["train"]["ours_vs_torch"] is None
     text = format_report(res)
     assert TORCH_SKIPPED in text and "Targets" in text
+
+
+def test_distillation_step_is_measured(quick_run):
+    res, data = quick_run
+    _check_step(data["distill"]["micro"]["tinymobilebert"], repeats=1)
+    assert "pytorch" not in data["distill"]["micro"]  # not in --impls
+    assert "transformers cannot run" in data["distill"]["teacher"]
+    assert "Distillation step" in format_report(res)
+    assert any(t["target"].startswith("micro distillation step") for t in data["targets"])
+
+
+@pytest.mark.skipif(not torch_available(), reason="torch/transformers not installed")
+def test_pytorch_distillation_worker():
+    e = run_worker("distill", {"impl": "pytorch", "size": "micro", "warmup": 1, "repeats": 1, "threads": 1}, threads=1)
+    _check_step(e, repeats=1)
+
+
+def test_dynabert_row(quick_run):
+    """Every width x depth sub-network of both layouts, extracted and run in the supernet."""
+    _, data = quick_run
+    assert set(data["dynabert"]) == {"mobilebert/micro", "bert/micro"}
+    for key, entry in data["dynabert"].items():
+        assert "error" not in entry, entry
+        assert [(r["width"], r["depth"]) for r in entry["rows"]] == [
+            (w, d) for d in (0.5, 0.75, 1.0) for w in (0.25, 0.5, 0.75, 1.0)]
+        for r in entry["rows"]:
+            assert r["flops"] > 0 and r["extracted"]["median"] > 0 and r["supernet"]["median"] > 0
+    names = [t["target"] for t in data["targets"]]
+    assert any(n.startswith("dynabert bert/micro: supernet") for n in names)
+    assert "DynaBERT sub-networks, mobilebert/micro" in format_report(data)

@@ -84,7 +84,7 @@ def test_preset_parameter_counts():
 def test_teacher_preset_is_an_inverted_bottleneck():
     t = ib_bert_large()
     assert t.intra_bottleneck_size == 1024 > t.hidden_size == 512
-    assert t.num_attention_heads == 4 and t.attention_head_size == 256
+    assert t.num_attention_heads == 4 and t.head_size == 256
     assert t.attention_input_size == 512 and t.value_input_size == 512  # Q, K, V read the raw input
     assert t.intermediate_size == 4096 and t.num_feedforward_networks == 1
     assert t.normalization_type == "layer_norm" and t.hidden_act.startswith("gelu")

@@ -137,7 +137,7 @@ def test_width_equals_the_full_model_with_cut_parts_zeroed(layout, width):
     cfg, P, pre = m.config, m.params, m.base_prefix
     ids, tt, mask = batch(cfg, np.random.default_rng(1))
     sub = m.forward(ids, tt, mask, width_mult=width, output_hidden_states=True, keep_cache=False)
-    a = subnetwork_heads(cfg.num_attention_heads, width) * cfg.attention_head_size
+    a = subnetwork_heads(cfg.num_attention_heads, width) * cfg.head_size
     n = subnetwork_neurons(cfg.num_attention_heads, cfg.intermediate_size, width)
     for i in range(cfg.num_hidden_layers):
         p = f"{pre}encoder.layer.{i}."

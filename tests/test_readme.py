@@ -38,8 +38,9 @@ def test_demo_figures_are_rendered_from_the_saved_results_of_the_current_demo():
     assert block == readme_figures(results), "run: python benchmarks/readme_figures.py --render-only"
     machine = results["summary"]["machine"]
     assert machine["cpu"] in block and f"with {results['threads']} thread" in block
-    assert results["summary"]["settings"] == {"seed": 0, "pretrain_steps": 1000, "finetune_steps": 200,
-                                              "task": "word_order"}  # the demo as the README runs it
+    from tinymobilebert.demo import DEFAULTS
+
+    assert results["summary"]["settings"] == DEFAULTS  # the demo as the README runs it
     assert "python benchmarks/readme_figures.py" in text and "added in another order" in text
 
 

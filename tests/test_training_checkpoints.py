@@ -33,7 +33,7 @@ def fail_optimizer_state(m, opt):
 
 def fail_after_config(m, opt):
     """save_pretrained writes config.json and dies before model.safetensors is complete."""
-    def half_written(path, tokenizer=None, dtype=None):
+    def half_written(path, tokenizer=None, dtype=None, **kwargs):
         with open(os.path.join(path, "config.json"), "w") as f:
             f.write("{}")
         with open(os.path.join(path, "model.safetensors"), "wb") as f:

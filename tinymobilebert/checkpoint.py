@@ -235,24 +235,35 @@ def load_pretrained(cls, path, dtype=np.float32, strict: bool = True, seed: int 
     return model.eval()
 
 
-def save_pretrained(model, path, tokenizer=None, dtype=None) -> None:
+def save_pretrained(model, path, tokenizer=None, dtype=None, compact=False) -> None:
     """Write config.json, model.safetensors (and vocab.txt with the tokenizer) into ``path``.
 
     ``tokenizer`` defaults to ``model.tokenizer`` when set; ``dtype`` (e.g. np.float32) casts
     the stored weights (default: the model's own dtype).
+
+    A model with fewer heads than its block width holds (``attention_head_size`` set: an
+    extracted DynaBERT sub-network) is written, by default, with its heads padded back to the
+    full count, the extra ones zero: the same function, in a layout transformers loads (see
+    ``dynabert.extract``). ``compact=True`` writes it as it is instead, a form only
+    ``from_pretrained`` here reads (transformers refuses it: its weight shapes do not match).
     """
-    os.makedirs(path, exist_ok=True)
     tensors = model.state_dict()
     if dtype is not None:
         tensors = {k: v.astype(dtype) for k, v in tensors.items()}
     store_dtype = next(iter(tensors.values())).dtype
     prefix = model.base_prefix
-    for name, shape in _never_used_by_transformers(model.config).items():
+    cfg = model.config
+    if cfg.attention_head_size is not None and not compact:
+        from .dynabert.extract import pad_heads_for_transformers
+
+        cfg, tensors = pad_heads_for_transformers(cfg, tensors, prefix)  # or a clear error, before any write
+    os.makedirs(path, exist_ok=True)
+    for name, shape in _never_used_by_transformers(cfg).items():
         full = name if name.startswith("cls.") else prefix + name
         if name.startswith("cls.") and not any(k.startswith("cls.predictions") for k in tensors):
             continue
         tensors[full] = np.zeros(shape, store_dtype)  # so transformers finds every tensor it builds
-    config = model.config.to_dict()
+    config = cfg.to_dict()
     config["architectures"] = [transformers_class_name(model)]
     config["dtype"] = str(store_dtype)
     write_safetensors(os.path.join(path, WEIGHTS_NAME), tensors)

@@ -1,4 +1,4 @@
-"""The command line: ``python -m tinymobilebert {demo,pretrain,finetune,evaluate,plot,bench,inspect}``.
+"""The command line: ``python -m tinymobilebert {demo,pretrain,distill,finetune,evaluate,plot,dynabert,bench,inspect}``.
 
 Every sub-command has ``--help``. The work itself lives in ``workflows``, ``evaluation`` and
 ``demo``; this file only turns arguments into calls, and failures into one line on stderr,
@@ -95,19 +95,27 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "traceback.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
 
-    p = sub.add_parser("demo", help="the whole pipeline on the built-in corpus in a few minutes",
-                       description="Build a vocabulary on the built-in corpus (the Python standard library's "
-                                   "docstrings), pretrain a small MobileBERT with MLM and NSP, fine-tune it on a "
-                                   "task that needs word order, and compare with the same model trained from "
-                                   "scratch and a bag-of-words baseline. Writes summary.json (figures, times, "
-                                   "machine, threads).")
+    p = sub.add_parser("demo", help="MobileBERT's story on the built-in corpus in a few minutes",
+                       description="Pretrain a small IB-BERT teacher on the built-in corpus (the Python standard "
+                                   "library's docstrings; reused by later runs into the same folder), distil a "
+                                   "MobileBERT student from it (progressive knowledge transfer, then pre-training "
+                                   "distillation), train the same student with MLM alone for the same CPU budget, "
+                                   "fine-tune all of them on a task that needs word order, and print one table with a "
+                                   "bag-of-words baseline. Writes summary.json (figures, times, machine, threads).")
     p.add_argument("--out", default="runs/demo", help="where the runs go (default runs/demo)")
     p.add_argument("--seed", type=int, default=None, help="default 0")
-    p.add_argument("--pretrain-steps", type=int, default=None, help="override the pretraining length (default 1000)")
-    p.add_argument("--finetune-steps", type=int, default=None, help="override the fine-tuning length (default 200)")
+    p.add_argument("--quick", action="store_const", const=True, default=None,
+                   help="a shorter teacher, budget and fine-tuning (under 3 minutes)")
+    p.add_argument("--budget", type=int, default=None, metavar="STEPS",
+                   help="each student's budget: the CPU time of this many steps of the student trained alone "
+                        "(default 300, --quick 100; see distill/budget.py)")
+    p.add_argument("--teacher-steps", type=int, default=None, help="override the teacher's pretraining length")
+    p.add_argument("--finetune-steps", type=int, default=None, help="fine-tuning steps at each of three learning "
+                   "rates (default 150, --quick 50)")
     p.add_argument("--task", default=None, help="fine-tuning task (default word_order)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted demo in --out")
-    p.add_argument("--overwrite", action="store_true", help="delete the demo's earlier results in --out first")
+    p.add_argument("--overwrite", action="store_true", help="delete the demo's earlier results in --out first "
+                   "(its teacher is kept and reused)")
     _add_output_flags(p)
 
     p = sub.add_parser("pretrain", help="pretrain a MobileBERT with MLM and NSP",
@@ -118,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "MLM evaluation; 0: none (default 0.05)")
     p.add_argument("--vocab", help="a vocab.txt (or folder holding one); default: train one")
     p.add_argument("--vocab-size", type=int, help="size of the trained vocabulary (default 4000)")
+    p.add_argument("--model", metavar="PRESET", help="a config preset: mobilebert_small_student (default), its "
+                   "teacher ib_bert_small_teacher, or any of tinymobilebert.config.PRESETS (--config overrides it)")
     p.add_argument("--optimizer", choices=["adamw", "lamb"], help="default adamw")
     p.add_argument("--no-nsp", dest="nsp", action="store_const", const=False, help="MLM only (single segments)")
     p.add_argument("--token-dropping", type=_keep_ratio, metavar="KEEP",
@@ -159,6 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smooth", type=int, default=20, help="moving-average window for training losses")
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")
 
+    from .distill.cli import add_parser as add_distill_parser
+
+    add_distill_parser(sub)
+
+    from .dynabert.command import add_parser as add_dynabert_parser
+
+    _add_output_flags(add_dynabert_parser(sub))
+
     sub.add_parser("bench", help="benchmarks against PyTorch and the NumPy twins (see benchmarks/README.md)",
                    add_help=False)
     sub.add_parser("inspect", help="per-layer activation statistics of a model directory, NaN/inf and "
@@ -173,7 +191,8 @@ def _progress(args):
 def _pretrain(args):
     from . import workflows as wf
 
-    r = wf.pretrain(args.out, corpus=args.corpus, vocab=args.vocab, vocab_size=args.vocab_size, config=args.config,
+    r = wf.pretrain(args.out, corpus=args.corpus, vocab=args.vocab, vocab_size=args.vocab_size, model=args.model,
+                    config=args.config,
                     steps=args.steps, batch_size=args.batch_size, max_length=args.max_length, lr=args.lr,
                     warmup=args.warmup, optimizer=args.optimizer, seed=args.seed, eval_every=args.eval_every,
                     save_every=args.save_every, nsp=args.nsp, dev_fraction=args.dev_fraction, resume=args.resume,
@@ -215,9 +234,9 @@ def _evaluate(args):
 def _demo(args):
     from .demo import run_demo
 
-    run_demo(args.out, seed=args.seed, pretrain_steps=args.pretrain_steps, finetune_steps=args.finetune_steps,
-             task=args.task, progress=_progress(args), progress_every=args.progress_every, resume=args.resume,
-             overwrite=args.overwrite)
+    run_demo(args.out, seed=args.seed, quick=args.quick, budget_steps=args.budget, teacher_steps=args.teacher_steps,
+             finetune_steps=args.finetune_steps, task=args.task, progress=_progress(args),
+             progress_every=args.progress_every, resume=args.resume, overwrite=args.overwrite)
 
 
 def _plot(args):
@@ -226,7 +245,20 @@ def _plot(args):
     print(plot_runs(args.runs, args.out, smooth_window=args.smooth))
 
 
-COMMANDS = {"demo": _demo, "pretrain": _pretrain, "finetune": _finetune, "evaluate": _evaluate, "plot": _plot}
+def _distill(args):
+    from .distill.cli import run
+
+    run(args)
+
+
+def _dynabert(args):
+    from .dynabert.command import run_command
+
+    run_command(args, _progress(args))
+
+
+COMMANDS = {"demo": _demo, "pretrain": _pretrain, "distill": _distill, "finetune": _finetune, "evaluate": _evaluate,
+            "plot": _plot, "dynabert": _dynabert}
 
 
 def _one_line(error: BaseException) -> str:
@@ -266,7 +298,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         if debug:
             raise
-        resumable = args.command in ("pretrain", "finetune", "demo")
+        resumable = args.command in ("pretrain", "distill", "finetune", "demo", "dynabert")
         print("interrupted" + ("; --resume continues from the last checkpoint" if resumable else ""),
               file=sys.stderr)
         return 130

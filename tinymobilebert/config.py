@@ -32,7 +32,7 @@ BERT_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_
                "tie_word_embeddings")
 # fields that exist only here; written to config.json too (transformers keeps unknown keys)
 OWN_FIELDS = ("embedding_layer_norm_eps", "output_layer_norm_eps", "masked_attention_score", "trigram_padding_aware",
-              "classifier_pooling")
+              "classifier_pooling", "attention_head_size")
 
 
 @dataclass
@@ -83,6 +83,11 @@ class MobileBertConfig:
     # what the pooler reads: "cls" = the first token's hidden state (transformers); "mean" = the
     # mean over real tokens, which fine-tunes small models markedly better from little data
     classifier_pooling: str = "cls"
+    # the width d of one attention head. None: true_hidden_size // num_attention_heads, as in
+    # transformers. A number lets a block run fewer heads of the same width than its block
+    # width holds (a DynaBERT sub-network extracted at width w < 1: Q/K/V have heads * d rows),
+    # which neither transformers config can express (see ``dynabert.extract``)
+    attention_head_size: int | None = None
     # "mobilebert", or "bert" for a plain-BERT layout stored as transformers' BERT: parameter
     # names then start with "bert." and config dicts use BertConfig's fields
     model_type: str = "mobilebert"
@@ -99,8 +104,18 @@ class MobileBertConfig:
         return self.intra_bottleneck_size if self.use_bottleneck else self.hidden_size
 
     @property
-    def attention_head_size(self) -> int:
+    def head_size(self) -> int:
+        """The width d of one attention head: ``attention_head_size`` if set, else
+        true_hidden_size // num_attention_heads."""
+        if self.attention_head_size is not None:
+            return self.attention_head_size
         return self.true_hidden_size // self.num_attention_heads
+
+    @property
+    def all_head_size(self) -> int:
+        """Width of Q, K, V and of the attention output's input: heads x head width (transformers'
+        name). Equals true_hidden_size unless ``attention_head_size`` says otherwise."""
+        return self.num_attention_heads * self.head_size
 
     @property
     def attention_input_size(self) -> int:
@@ -142,10 +157,15 @@ class MobileBertConfig:
              f"hidden_act must be one of {ACTIVATIONS}, got {self.hidden_act!r}")
         need(self.normalization_type in NORMALIZATIONS,
              f"normalization_type must be one of {NORMALIZATIONS}, got {self.normalization_type!r}")
-        need(self.true_hidden_size % self.num_attention_heads == 0,
-             f"the block width true_hidden_size={self.true_hidden_size} "
-             f"({'intra_bottleneck_size' if self.use_bottleneck else 'hidden_size'}) must be divisible "
-             f"by num_attention_heads={self.num_attention_heads}")
+        if self.attention_head_size is None:
+            need(self.true_hidden_size % self.num_attention_heads == 0,
+                 f"the block width true_hidden_size={self.true_hidden_size} "
+                 f"({'intra_bottleneck_size' if self.use_bottleneck else 'hidden_size'}) must be divisible "
+                 f"by num_attention_heads={self.num_attention_heads} (or set attention_head_size)")
+        else:
+            v = self.attention_head_size
+            need(isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+                 f"attention_head_size must be None or a positive integer, got {v!r}")
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
             v = getattr(self, name)
             need(0.0 <= v < 1.0, f"{name} must be in [0, 1), got {v!r}")
@@ -315,5 +335,33 @@ def bert_tiny(**overrides) -> MobileBertConfig:
                         "intra_bottleneck_size": 32, "max_position_embeddings": 64, **overrides})
 
 
+# The laptop-scale pair of the demo and of ``distill``: the same inter-block width (128), head
+# count (4), depth (4), embedding width (64) and vocabulary (set at run time to the trained
+# WordPiece vocabulary's size), as MobileBERT and IB-BERT_LARGE share theirs, so feature maps and
+# attentions pair one to one and the embeddings and heads copy across. With the demo's ~4000
+# words the student has 1.03M parameters and the teacher 2.42M (the student has 0.42x).
+
+
+def mobilebert_small_student(**overrides) -> MobileBertConfig:
+    """The laptop-scale MobileBERT student: 128 between blocks, 64 inside, 4 layers, 2 stacked FFNs.
+
+    Mean pooling for classifiers (fine-tunes small models from little data markedly better).
+    """
+    return mobilebert(**{"vocab_size": 4000, "hidden_size": 128, "embedding_size": 64, "intra_bottleneck_size": 64,
+                         "num_attention_heads": 4, "intermediate_size": 256, "num_hidden_layers": 4,
+                         "num_feedforward_networks": 2, "max_position_embeddings": 128,
+                         "classifier_pooling": "mean", **overrides})
+
+
+def ib_bert_small_teacher(**overrides) -> MobileBertConfig:
+    """The laptop-scale IB-BERT teacher of ``mobilebert_small_student``: 128 between blocks, 192
+    inside (an inverted bottleneck), one FFN of 768, LayerNorm, GELU, 4 layers, 4 heads."""
+    return ib_bert_large(**{"vocab_size": 4000, "hidden_size": 128, "embedding_size": 64,
+                            "intra_bottleneck_size": 192, "num_attention_heads": 4, "intermediate_size": 768,
+                            "num_hidden_layers": 4, "max_position_embeddings": 128, "classifier_pooling": "mean",
+                            **overrides})
+
+
 PRESETS = {f.__name__: f for f in (mobilebert, mobilebert_tiny, ib_bert_large, bert_base,
-                                   tiny, ib_bert_tiny, bert_tiny)}
+                                   tiny, ib_bert_tiny, bert_tiny, mobilebert_small_student,
+                                   ib_bert_small_teacher)}

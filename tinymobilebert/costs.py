@@ -1,7 +1,8 @@
 """What a configuration costs: parameters and multiply-accumulate FLOPs, counted from its shapes.
 
-Dimensions: T sequence length, H hidden width, E embedding width, I block width, M FFN width,
-F stacked FFNs, V vocabulary, L layers.
+Dimensions: T sequence length, H hidden width, E embedding width, I block width, D = A*d the
+attention heads' width (I unless a sub-network keeps fewer heads), M FFN width, F stacked FFNs,
+V vocabulary, L layers.
 
 FLOPs count 2 per multiply-accumulate of every matrix product (dense layers, Q K^T, P V, the MLM
 decoder). Elementwise work (norms, activations, softmax) is left out: it is small next to the
@@ -30,17 +31,17 @@ def parameter_count(cfg: MobileBertConfig, pooler: bool = True, mlm_head: bool =
 
 def layer_macs_per_token(cfg: MobileBertConfig, seq_len: int) -> dict:
     """Multiply-accumulates per token of one block, by part (attention products need seq_len)."""
-    H, I, M = cfg.hidden_size, cfg.true_hidden_size, cfg.intermediate_size
+    H, I, D, M = cfg.hidden_size, cfg.true_hidden_size, cfg.all_head_size, cfg.intermediate_size
     parts = {}
     if cfg.use_bottleneck:
         parts["bottleneck.input"] = H * I
         if cfg.key_query_shared_bottleneck and not cfg.use_bottleneck_attention:
             parts["bottleneck.attention"] = H * I
         parts["output.bottleneck"] = I * H
-    parts["query+key"] = 2 * cfg.attention_input_size * I
-    parts["value"] = cfg.value_input_size * I
-    parts["scores+context"] = 2 * seq_len * I  # Q K^T and P V, over all heads
-    parts["attention.output"] = I * I
+    parts["query+key"] = 2 * cfg.attention_input_size * D
+    parts["value"] = cfg.value_input_size * D
+    parts["scores+context"] = 2 * seq_len * D  # Q K^T and P V, over all heads
+    parts["attention.output"] = D * I
     parts["ffns"] = cfg.num_feedforward_networks * 2 * I * M
     return parts
 

@@ -110,7 +110,9 @@ def _evaluate(model_dir, run_dir, record, task, corpus, max_length, batch_size, 
                                          eval_batch_size=batch_size, seed=seed, dev_fraction=dev_fraction))
     if not arch.endswith("ForPreTraining"):
         raise ValueError(f"{model_dir} holds a {arch or 'model'}; give --task to evaluate a classifier")
-    recorded = record["settings"] if command in ("pretrain", None) and record else {}
+    recorded = record["settings"] if command in ("pretrain", "distill", None) and record else {}
+    if command == "distill" and recorded.get("split_seed") is not None:  # a student held out its teacher's split
+        recorded = {**recorded, "seed": recorded["split_seed"]}
     run_dir = run_dir if recorded else None
     return _evaluate_mlm(model_dir, run_dir, recorded, record["facts"] if run_dir else {}, report,
                          dict(corpus=_path_setting(corpus), max_length=max_length, batch_size=batch_size, seed=seed,

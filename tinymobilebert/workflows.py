@@ -26,7 +26,7 @@ import warnings
 
 import numpy as np
 
-from .config import MobileBertConfig
+from .config import PRESETS, MobileBertConfig, mobilebert_small_student
 from .data import (PretrainingData, builtin_corpus, encode_examples, example_batches, load_corpus, load_glue,
                    next_sentence_task, sentence_order_task, train_dev_split, word_order_task)
 from .data.bow import bow_baseline
@@ -45,7 +45,8 @@ TASKS = {"word_order": word_order_task, "next_sentence": next_sentence_task, "se
 BUILTIN = "builtin"
 IN_PYTHON = "(given in Python)"  # a corpus, task or tokenizer passed as an object: not rebuildable from run.json
 
-PRETRAIN_DEFAULTS = dict(corpus=BUILTIN, exclude_documents=[], vocab=None, vocab_size=4000, config={}, steps=800,
+PRETRAIN_DEFAULTS = dict(corpus=BUILTIN, exclude_documents=[], vocab=None, vocab_size=4000,
+                         model="mobilebert_small_student", config={}, steps=800,
                          batch_size=32, max_length=64, lr=4e-3, warmup=None, optimizer="adamw", seed=0, nsp=True,
                          dev_fraction=0.05, eval_every=100, save_every=100, eval_batches=20, token_dropping=None,
                          split_layer=None)
@@ -59,12 +60,16 @@ FLAGS = {"nsp": "--no-nsp", "model": "--model", "from_scratch": "--from-scratch"
 
 
 def small_mobilebert(vocab_size: int, **overrides) -> MobileBertConfig:
-    """The small MobileBERT the demo trains: the student's layout (bottleneck, shared Q/K input,
-    stacked FFNs, NoNorm, ReLU) at laptop scale."""
-    base = dict(vocab_size=vocab_size, hidden_size=128, embedding_size=64, intra_bottleneck_size=64,
-                num_attention_heads=4, intermediate_size=256, num_hidden_layers=4, num_feedforward_networks=2,
-                max_position_embeddings=128, classifier_activation=False, classifier_pooling="mean")
-    return MobileBertConfig(**{**base, **overrides})
+    """The small MobileBERT the demo trains (``config.mobilebert_small_student``): the student's
+    layout (bottleneck, shared Q/K input, stacked FFNs, NoNorm, ReLU) at laptop scale."""
+    return mobilebert_small_student(**{**overrides, "vocab_size": vocab_size})
+
+
+def preset_config(model: str, vocab_size: int, overrides: dict | None = None) -> MobileBertConfig:
+    """``config.PRESETS[model]`` with the run's vocabulary size and ``overrides``."""
+    if model not in PRESETS:
+        raise ValueError(f"--model {model!r}: unknown preset; choose one of {', '.join(sorted(PRESETS))}")
+    return PRESETS[model](**{**(overrides or {}), "vocab_size": vocab_size})
 
 
 # ------------------------------------------------------------------------------------ data
@@ -97,8 +102,11 @@ def _run_settings(run: RunFolder, command: str) -> dict:
     s["warmup"] = resolve_warmup(s["warmup"], s["steps"], WARMUP_FRACTION[command])
     if not isinstance(s["config"], dict):
         raise ValueError(f"--config must be a JSON object of MobileBertConfig fields, got {s['config']!r}")
+    preset = s["model"] if command == "pretrain" else "mobilebert_small_student"  # finetune's model is a folder
+    if preset not in PRESETS:
+        raise ValueError(f"--model {preset!r}: unknown preset; choose one of {', '.join(sorted(PRESETS))}")
     try:
-        small_mobilebert(1000, **s["config"])
+        preset_config(preset, 1000, s["config"])
     except (TypeError, ValueError) as e:
         raise ValueError(f"--config {json.dumps(s['config'])}: {e}") from None
     return s
@@ -163,7 +171,7 @@ def _pretraining_tokenizer(out_dir, run, train_docs, s) -> BertTokenizer:
 
 
 def pretrain(out_dir, *, corpus=None, docs=None, exclude_documents=None, vocab=None, vocab_size=None,
-             config: dict | None = None, steps=None, batch_size=None, max_length=None, lr=None, warmup=None,
+             model: str | None = None, config: dict | None = None, steps=None, batch_size=None, max_length=None, lr=None, warmup=None,
              optimizer=None, seed=None, nsp=None, dev_fraction=None, eval_every=None, save_every=None,
              eval_batches=None, resume=False, overwrite=False, progress=None, progress_every=None,
              token_dropping=None, split_layer=None) -> dict:
@@ -171,8 +179,10 @@ def pretrain(out_dir, *, corpus=None, docs=None, exclude_documents=None, vocab=N
 
     The text is ``docs`` (a list of Documents) if given, else ``corpus`` (a path; None or
     "builtin" for the built-in corpus), less the documents named in ``exclude_documents``;
-    ``dev_fraction`` of it (whole documents) is held out for the MLM evaluation. ``config``
-    holds MobileBertConfig fields overriding ``small_mobilebert``'s; ``warmup`` defaults to 7.5%
+    ``dev_fraction`` of it (whole documents) is held out for the MLM evaluation. ``model`` names
+    a preset of ``config.PRESETS`` (default ``mobilebert_small_student``; its teacher is
+    ``ib_bert_small_teacher``) and ``config`` holds MobileBertConfig fields overriding the
+    preset's; ``warmup`` defaults to 7.5%
     of ``steps``. See the module notes for ``resume`` / ``overwrite``.
 
     ``token_dropping`` (a keep ratio in (0, 1], e.g. 0.5): the tokens of lowest importance skip
@@ -182,7 +192,8 @@ def pretrain(out_dir, *, corpus=None, docs=None, exclude_documents=None, vocab=N
     also written to ``{out}/token_importance.safetensors``. The saved model is a plain model.
     """
     given = dict(corpus=IN_PYTHON if docs is not None else _path_setting(corpus), exclude_documents=exclude_documents,
-                 vocab=_path_setting(vocab), vocab_size=vocab_size, config=config, steps=steps, batch_size=batch_size,
+                 vocab=_path_setting(vocab), vocab_size=vocab_size, model=model, config=config, steps=steps,
+                 batch_size=batch_size,
                  max_length=max_length, lr=lr, warmup=warmup, optimizer=optimizer, seed=seed, nsp=nsp,
                  dev_fraction=dev_fraction, eval_every=eval_every, save_every=save_every, eval_batches=eval_batches,
                  token_dropping=token_dropping, split_layer=split_layer)
@@ -196,7 +207,7 @@ def pretrain(out_dir, *, corpus=None, docs=None, exclude_documents=None, vocab=N
         [d for d in docs if d.name not in set(s["exclude_documents"])]
     train_docs, dev_docs = pretraining_split(docs, s["dev_fraction"], s["seed"], s["nsp"])
     tok = _pretraining_tokenizer(out_dir, run, train_docs, s)
-    cfg = small_mobilebert(len(tok), **s["config"])
+    cfg = preset_config(s["model"], len(tok), s["config"])
     check_max_length(s["max_length"], cfg)
     dropping = _token_dropping(s, cfg, tok)
     train_data, dev_data = pretraining_data(train_docs, dev_docs, tok, s)

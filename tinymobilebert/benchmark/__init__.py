@@ -21,6 +21,11 @@ What is measured, on one machine in one run, float32, same thread count everywhe
   in one worker, alternating (``benchmark/token_dropping.py``);
 * JIT: import + first tiny training step with an empty Numba cache (cold) and again (warm),
   and a check that importing the package compiles nothing;
+* a distillation step (teacher forward without gradients + student forward/backward + FMT/AT +
+  LAMB) at the tiny and small sizes, ours against the same step on transformers' modules
+  (``distill_step.py``, which also says which teacher layout both run);
+* DynaBERT: inference of extracted sub-networks at every width x depth against their FLOPs, and
+  the supernet run at (w, d) against the extracted model (``dynabert.py``).
 * contention (``benchmark.contention``): the tiny and small training steps again with one busy
   competitor process, ours with threads chosen by timing and fixed, next to PyTorch.
 
@@ -67,6 +72,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--no-jit", action="store_true", help="skip the cold/warm JIT measurement")
     ap.add_argument("--no-token-dropping", action="store_true",
                     help="skip the training step with token dropping (keep 0.5) vs plain")
+    ap.add_argument("--distill-sizes", default=None,
+                    help="sizes of the distillation step (default: tiny and small among --sizes; '' for none)")
+    ap.add_argument("--no-dynabert", action="store_true",
+                    help="skip the DynaBERT row (extracted sub-networks vs the supernet, small and paper sizes)")
     ap.add_argument("--rounds", type=int, default=1, help="repeat the whole sweep, interleaved, and pool the "
                                                           "samples (steadier on a shared machine)")
     ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
@@ -96,10 +105,11 @@ def main(argv=None) -> dict:
         bad = [g for g in given if g not in known]
         if bad:
             ap.error(f"unknown {name} {bad}; choose from {', '.join(known)}")
+    distill_sizes = None if args.distill_sizes is None else tuple(x for x in args.distill_sizes.split(",") if x)
     res = run_benchmark(sizes, impls, args.repeats, args.quick, args.threads, not args.no_kernels, not args.no_jit,
                         args.wait_quiet, args.rounds, log=lambda s: print(s, file=sys.stderr, flush=True),
-                        contention=contention, competitor=args.competitor,
-                        token_dropping=not args.no_token_dropping)
+                        distill_sizes=distill_sizes, dynabert=not args.no_dynabert, contention=contention,
+                        competitor=args.competitor, token_dropping=not args.no_token_dropping)
     print(format_report(res))
     if args.json:
         write_text_atomic(args.json, json.dumps(res, indent=1) + "\n")

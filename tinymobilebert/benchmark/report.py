@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .dynabert import format_dynabert
 from .measure import IMPLS, MODES, NOISY_STALL, TARGET_INFER_VS_TORCH, TARGET_KERNEL_SPEEDUP, TARGET_PAPER_FRACTION_OF_PEAK, TARGET_TRAIN_VS_TORCH, TARGET_WARM_FIRST_STEP_S
 from .token_dropping import format_token_dropping
 
@@ -84,6 +85,21 @@ def format_report(res) -> str:
             r = rat[size][mode]
             ratio = f"{_f(r['peak_rss_vs_torch'])} / {_f(r['peak_over_model_vs_torch'])}"
             add(f"{size:6s} {mode:5s} " + " ".join(f"{c:>15s}" for c in cells) + f" {ratio:>15s}")
+    dist = res.get("distill")
+    if dist:
+        add("")
+        add("Distillation step (teacher forward without gradients + student forward/backward + FMT and AT on every "
+            "layer + LAMB), ms: median [min-max]; peak RSS, MB")
+        add(f"  {dist['teacher']}")
+        add(f"{'size':6s} {'tinymobilebert':>24s} {'pytorch':>24s} {'ours/torch':>11s} {'memory ours/torch':>18s}")
+        for size, st in dist.items():
+            if size == "teacher":
+                continue
+            r = rat.get("distill", {}).get(size, {})
+            mem = [st.get(i, {}).get("peak_rss_mb") for i in ("tinymobilebert", "pytorch")]
+            add(f"{size:6s} {_time_cell(st.get('tinymobilebert')):>24s} {_time_cell(st.get('pytorch')):>24s} "
+                f"{_f(r.get('ours_vs_torch'), '{:.2f}x'):>11s} "
+                f"{_f(mem[0], '{:.0f}')} / {_f(mem[1], '{:.0f}')} = {_f(r.get('peak_rss_vs_torch'), '{:.2f}x'):>6s}")
     ker = res.get("kernels")
     if ker:
         add("")
@@ -125,6 +141,7 @@ def format_report(res) -> str:
 
         add("")
         lines.extend(format_contention(res["contention"], rat.get("contention", {})))
+    lines.extend(format_dynabert(res))
     errors = [f"{size} {k}: {e['error']}" for size, st in res["steps"].items() for k, e in st.items()
               if isinstance(e, dict) and "error" in e]
     if "error" in res.get("matmul_peak", {}):

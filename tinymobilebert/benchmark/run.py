@@ -10,8 +10,11 @@ import tempfile
 import numpy as np
 
 from .contention import contention_ratios, run_contention
+from .dynabert import LAYOUTS as DYNABERT_LAYOUTS
+from .dynabert import dynabert_sizes, dynabert_targets
 from .measure import DEFAULT_SIZES, IMPLS, MLM_FRACTION, MODES, SIZES, TARGET_INFER_VS_TORCH, TARGET_KERNEL_SPEEDUP, TARGET_PAPER_FRACTION_OF_PEAK, TARGET_TRAIN_VS_TORCH, TARGET_WARM_FIRST_STEP_S, TORCH_SKIPPED, cpu_pressure_avg10, size_config, summarize, wait_until_quiet
 from .token_dropping import merge_token_dropping, token_dropping_targets
+from .distill_step import DISTILL_SIZES, TARGET_DISTILL_MEMORY_VS_TORCH, TARGET_DISTILL_VS_TORCH, TEACHER_NOTE
 from .workers import run_worker
 
 
@@ -92,7 +95,7 @@ def merge_rounds(a: dict, b: dict) -> dict:
 
 def run_benchmark(sizes=DEFAULT_SIZES, impls=IMPLS, repeats=None, quick=False, threads=None, kernels=True,
                   jit=True, wait_quiet=0.0, rounds=1, log=print, contention=(), competitor="spin",
-                  token_dropping=True) -> dict:
+                  dynabert=True, distill_sizes=None, token_dropping=True) -> dict:
     """Run everything; returns the raw results and the ratios (see ``ratios``).
 
     ``rounds``: run the whole sweep of steps (and kernels) this many times, interleaved, and pool
@@ -102,10 +105,13 @@ def run_benchmark(sizes=DEFAULT_SIZES, impls=IMPLS, repeats=None, quick=False, t
     ``threads``: a number for every implementation, or "auto": ours choose by timing steps
     (``tinymobilebert.threads``), PyTorch runs at the usable CPUs.
     ``contention``: sizes whose training step is also measured with one ``competitor`` process
-    busy (``benchmark.contention``).
+    busy (``benchmark.contention``). ``distill_sizes``: sizes of the distillation step
+    (``distill_step.py``; default: those of ``DISTILL_SIZES`` in ``sizes``).
     ``token_dropping``: also time our training step with token dropping against plain
     (``benchmark.token_dropping``).
     """
+    if distill_sizes is None:
+        distill_sizes = tuple(s for s in sizes if s in DISTILL_SIZES)
     auto = threads == "auto"
     threads = len(os.sched_getaffinity(0)) if (auto or not threads) else int(threads)
     have_torch = torch_available()
@@ -155,6 +161,17 @@ def run_benchmark(sizes=DEFAULT_SIZES, impls=IMPLS, repeats=None, quick=False, t
                 entry = measure("token_dropping", {"size": size, "warmup": warm, "repeats": reps})
                 where = res.setdefault("token_dropping", {})
                 where[size] = merge_token_dropping(where[size], entry) if size in where else entry
+        for size in distill_sizes:  # the distillation step: ours and PyTorch's only (no twins column)
+            s = SIZES[size]
+            reps = repeats or (2 if quick else s["repeats"])
+            for impl in ("tinymobilebert", "pytorch"):
+                if impl not in impls or (impl == "pytorch" and not have_torch):
+                    continue
+                log(f"[bench] round {rnd + 1}/{rounds} {size:5s} {impl:14s} distillation step x{reps}")
+                spec = {"impl": impl, "size": size, "warmup": 1 if quick else s["warmup"], "repeats": reps,
+                        "threads": threads}
+                record(res.setdefault("distill", {"teacher": TEACHER_NOTE}).setdefault(size, {}), impl,
+                       measure("distill", spec))
         if kernels:
             ksize = max(sizes, key=lambda n: flops(n)["train_all"])
             log(f"[bench] round {rnd + 1}/{rounds} kernels at the shapes of {ksize}")
@@ -171,6 +188,16 @@ def run_benchmark(sizes=DEFAULT_SIZES, impls=IMPLS, repeats=None, quick=False, t
                         if "skipped" not in e:
                             cont[size][impl] = {k: merge_rounds(old[k], e[k]) for k in ("quiet", "busy")}
             res["contention"] = cont
+    if dynabert and "tinymobilebert" in impls:  # once, after the rounds (see benchmark/dynabert.py)
+        res["dynabert"] = {}
+        for size in dynabert_sizes(sizes):
+            log(f"[bench] dynabert {size}: extracted sub-networks and the supernet at (w, d), "
+                f"{' and '.join(DYNABERT_LAYOUTS)}")
+            reps = repeats or (2 if quick else max(3, SIZES[size]["repeats"] // 2))
+            got = measure("dynabert", {"layouts": list(DYNABERT_LAYOUTS), "size": size, "warmup": 1, "repeats": reps})
+            for layout in DYNABERT_LAYOUTS:
+                key = f"{layout}/{size}"
+                res["dynabert"][key] = got[key] if key in got else {"error": got.get("error", "not measured")}
     if jit:
         with tempfile.TemporaryDirectory(prefix="tmb-numba-cache-") as cache:
             log("[bench] JIT cold (empty NUMBA_CACHE_DIR)")
@@ -234,6 +261,16 @@ def ratios(res):
                    TARGET_PAPER_FRACTION_OF_PEAK, at_most=False)
             target("paper train peak RSS <= PyTorch's", out[size]["train"]["peak_rss_vs_torch"], 1.0)
             target("paper train peak-over-model RSS <= PyTorch's", out[size]["train"]["peak_over_model_vs_torch"], 1.0)
+    for size, st in res.get("distill", {}).items():
+        if size == "teacher":
+            continue
+        ours, torch = st.get("tinymobilebert"), st.get("pytorch")
+        t = _div(_median(ours), _median(torch))
+        mem = _div(ours and ours.get("peak_rss_mb"), torch and torch.get("peak_rss_mb"))
+        out.setdefault("distill", {})[size] = {"ours_vs_torch": t, "peak_rss_vs_torch": mem}
+        target(f"{size} distillation step <= {TARGET_DISTILL_VS_TORCH}x PyTorch", t, TARGET_DISTILL_VS_TORCH)
+        target(f"{size} distillation step peak RSS <= {TARGET_DISTILL_MEMORY_VS_TORCH}x PyTorch's", mem,
+               TARGET_DISTILL_MEMORY_VS_TORCH)
     for row in res.get("kernels", {}).get("rows", []):
         if row["used_by_model"] and row.get("numba_kernel", True):
             target(f"kernel {row['kernel']} [{row['shape']}] >= 2x twin", row["speedup"], TARGET_KERNEL_SPEEDUP,
@@ -244,6 +281,7 @@ def ratios(res):
         out["contention"], cont_targets = contention_ratios(res["contention"])
         for name, value, limit in cont_targets:
             target(name, value, limit)
+    dynabert_targets(res, target)
     warm = res.get("jit", {}).get("warm", {})
     if "import_s" in warm:
         target("warm import + first tiny step <= 3 s", warm["import_s"] + warm["first_step_s"], TARGET_WARM_FIRST_STEP_S)

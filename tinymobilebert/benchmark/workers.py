@@ -410,10 +410,12 @@ print("@@BENCH@@" + json.dumps({"import_s": t_import, "first_step_s": t_step, "d
 def worker_entry(kind: str, spec_json: str) -> None:
     """Subprocess entry point: run one worker, print its result as the last line."""
     spec = json.loads(spec_json)
+    from .distill_step import worker_distill
+    from .dynabert import worker_dynabert
     from .token_dropping import worker_token_dropping
 
-    fn = {"step": worker_step, "peak": worker_peak, "kernels": worker_kernels,
-          "token_dropping": worker_token_dropping}[kind]
+    fn = {"step": worker_step, "peak": worker_peak, "kernels": worker_kernels, "distill": worker_distill,
+          "dynabert": worker_dynabert, "token_dropping": worker_token_dropping}[kind]
     print("@@BENCH@@" + json.dumps(fn(spec)), flush=True)
 
 

@@ -56,7 +56,7 @@ def layer_forward(X, key_mask, params, prefix, cfg, B, T, rng=None, keep_scores=
     eps = cfg.layer_norm_eps
     code = act_code(cfg.hidden_act)
     hidden_drop = cfg.hidden_dropout_prob
-    heads = params[prefix + ".attention.self.query.weight"].shape[0] // cfg.attention_head_size
+    heads = params[prefix + ".attention.self.query.weight"].shape[0] // cfg.head_size
     (q_in, k_in, v_in, R), c_bott = bottleneck_input_forward(X, params, prefix, cfg, ln, q_rows)
     C, probs, scores, c_att = attention_forward(
         q_in, k_in, v_in, key_mask, params, prefix + ".attention.self", B, T, heads,

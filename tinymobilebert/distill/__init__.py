@@ -20,6 +20,13 @@ options that reproduce or fix them). ``mapping`` says which teacher layer each s
 learns from and checks that two models can be paired; ``projection`` is the learned
 student-width -> teacher-width map for students narrower than their teacher (never part of the
 student's checkpoint).
+
+On top of the losses, MobileBERT's training itself: ``schedules`` (``TransferSchedule``: PKT's
+per-layer gates and warm-up, JKT, AKT, PD; which terms count and how fast each tensor learns at
+every step), ``teacher`` (loading it, its inference-lean pass, what the student copies from it),
+``steps`` (``DistillationStep`` and ``TaskDistillationStep``, the ``Trainer`` step functions),
+``budget`` (equal training budgets for a distilled student and one trained alone) and ``run``
+(``distill`` and ``distill_task``: the runs behind ``python -m tinymobilebert distill``).
 """
 
 from .attention import FORMS, attention_transfer_backward, attention_transfer_forward
@@ -43,3 +50,15 @@ __all__ = [
     "LayerMapping", "layer_mapping", "uniform_mapping", "last_mapping", "MAPPING_PRESETS",
     "DistillationPlan", "distillation_plan", "model_sizes", "LOSSES", "HiddenProjection",
 ]
+
+# ---- the schedules, the teacher's side, the step functions and the runs (issue 9, items 3-5)
+from .run import DEFAULTS as DISTILL_DEFAULTS, distill, distill_task, lamb_for  # noqa: E402
+from .schedules import (STRATEGIES, LossWeights, Stage, TransferSchedule, background_lr,  # noqa: E402
+                        layer_gate, layer_of)
+from .steps import DistillationStep, TaskDistillationStep, layerwise_terms  # noqa: E402
+from .teacher import copy_from_teacher, copied_names, load_teacher, teacher_pass  # noqa: E402
+
+__all__ += ["distill", "distill_task", "DISTILL_DEFAULTS", "lamb_for", "STRATEGIES", "LossWeights", "Stage",
+            "TransferSchedule", "background_lr", "layer_gate", "layer_of", "DistillationStep",
+            "TaskDistillationStep", "layerwise_terms", "copy_from_teacher", "copied_names", "load_teacher",
+            "teacher_pass"]

@@ -129,11 +129,22 @@ class MobileBertPreTrainedModel:
 
         return load_pretrained(cls, path, dtype=dtype, strict=strict, seed=seed, **config_changes)
 
-    def save_pretrained(self, path, tokenizer=None, dtype=None) -> None:
-        """Write a directory transformers loads: config.json, model.safetensors [, vocab.txt]."""
+    def save_pretrained(self, path, tokenizer=None, dtype=None, compact=False) -> None:
+        """Write a directory transformers loads: config.json, model.safetensors [, vocab.txt].
+
+        ``compact=True`` keeps an extracted sub-network's fewer heads as they are (a form only
+        this package reads); the default pads them back to transformers' layout, zeroed.
+        """
         from ..checkpoint import save_pretrained
 
-        save_pretrained(self, path, tokenizer=tokenizer, dtype=dtype)
+        save_pretrained(self, path, tokenizer=tokenizer, dtype=dtype, compact=compact)
+
+    def extract_subnetwork(self, width_mult: float = 1.0, depth_mult: float = 1.0):
+        """The DynaBERT sub-network (width_mult, depth_mult) as a standalone model of this class:
+        copies of the kept layers, heads and neurons, its config rewritten (``dynabert.extract``)."""
+        from ..dynabert.extract import extract_subnetwork
+
+        return extract_subnetwork(self, width_mult, depth_mult)
 
     # ------------------------------------------------------------------------- modes
     def train(self, mode: bool = True):

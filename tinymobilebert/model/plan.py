@@ -164,7 +164,7 @@ def slice_layer(tensors: dict, prefix: str, cfg, heads: int, neurons: int) -> di
 
     and every other tensor of the layer whole.
     """
-    width = heads * cfg.attention_head_size
+    width = heads * cfg.head_size
     p = prefix + "."
     ffn_outputs = {f"{p}output.dense.weight"} | {f"{p}ffn.{j}.output.dense.weight"
                                                   for j in range(cfg.num_feedforward_networks - 1)}

@@ -1,7 +1,8 @@
 """Parameter names (transformers' state-dict keys), shapes and initialisation.
 
 Dimensions: V vocabulary, E embedding width, H hidden width, I block width (true_hidden_size),
-M FFN width (intermediate_size), P positions, L labels. Linear weights are [out, in].
+D = A*d the heads' width (all_head_size; I unless a sub-network keeps fewer heads of the same
+width d), M FFN width (intermediate_size), P positions, L labels. Linear weights are [out, in].
 
 The names and shapes are exactly transformers' for every layout it can run. The one layout it
 cannot run, IB-BERT (bottleneck without either attention flag), gets Q/K weights of shape
@@ -18,6 +19,7 @@ from ..config import MobileBertConfig
 def encoder_shapes(cfg: MobileBertConfig, prefix: str = "", add_pooling_layer: bool = True) -> dict:
     """Name -> shape for the embeddings, the layers and (optionally) the pooler."""
     V, E, H, I, M = cfg.vocab_size, cfg.embedding_size, cfg.hidden_size, cfg.true_hidden_size, cfg.intermediate_size
+    D = cfg.all_head_size
     e = prefix + "embeddings."
     s = {
         e + "word_embeddings.weight": (V, E),
@@ -37,10 +39,10 @@ def encoder_shapes(cfg: MobileBertConfig, prefix: str = "", add_pooling_layer: b
     for i in range(cfg.num_hidden_layers):
         p = f"{prefix}encoder.layer.{i}."
         a = p + "attention."
-        s.update({a + "self.query.weight": (I, cfg.attention_input_size), a + "self.query.bias": (I,),
-                  a + "self.key.weight": (I, cfg.attention_input_size), a + "self.key.bias": (I,),
-                  a + "self.value.weight": (I, cfg.value_input_size), a + "self.value.bias": (I,)})
-        dense_norm(a + "output", I, I)
+        s.update({a + "self.query.weight": (D, cfg.attention_input_size), a + "self.query.bias": (D,),
+                  a + "self.key.weight": (D, cfg.attention_input_size), a + "self.key.bias": (D,),
+                  a + "self.value.weight": (D, cfg.value_input_size), a + "self.value.bias": (D,)})
+        dense_norm(a + "output", I, D)
         s.update({p + "intermediate.dense.weight": (M, I), p + "intermediate.dense.bias": (M,)})
         dense_norm(p + "output", I, M)
         if cfg.use_bottleneck:

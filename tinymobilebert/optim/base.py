@@ -270,6 +270,12 @@ class AdamFamily(Optimizer):
         self.beta2 = check_hyper("betas[1]", self.beta2, lambda b: 0 <= b < 1, "in [0, 1)")
         self.eps = check_hyper("eps", self.eps, lambda e: e > 0, "> 0")
 
+    def reset_moments(self) -> None:
+        """Set m and v to 0, as a freshly built optimizer has them (``step_count`` is kept, so
+        schedules keyed on it go on). MobileBERT's pre-training distillation starts so."""
+        self.exp_avg.fill(0)
+        self.exp_avg_sq.fill(0)
+
     def moment_gate(self, multipliers: np.ndarray) -> np.ndarray:
         """(S,) bool: False where the moments are gated to 0 this step (see the class notes)."""
         if self.freeze_moments_when_lr_zero:

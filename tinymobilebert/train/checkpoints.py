@@ -140,7 +140,7 @@ def save_training_checkpoint(out_dir, step, model, optimizer, state: dict, token
     if os.path.exists(tmp):
         shutil.rmtree(tmp)
     os.makedirs(tmp)
-    model.save_pretrained(tmp, tokenizer=tokenizer)
+    model.save_pretrained(tmp, tokenizer=tokenizer, compact=True)  # resume needs the model's own shapes
     opt_state = optimizer.state_dict()
     arrays = {k: v for k, v in opt_state.items() if isinstance(v, np.ndarray)}
     scalars = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in opt_state.items()

@@ -62,6 +62,13 @@ class Progress:
         elif self.mode == "lines" and (step % self.every == 0 or step == self.total):
             print(self.line(step, record), file=self.stream, flush=True)
 
+    def set_description(self, description: str) -> None:
+        """Rename the run from now on (a distillation run names its current stage)."""
+        if description != self.description:
+            self.description = description
+            if self.bar is not None:
+                self.bar.set_description(description, refresh=False)
+
     def line(self, step: int, record: dict | None = None) -> str:
         """The plain progress line for ``step``."""
         elapsed = time.perf_counter() - self.start

@@ -81,6 +81,9 @@ class Trainer:
         every ``progress_every`` steps; see ``progress.py``)
     progress_every : steps between plain progress lines (None: 5% of the run)
     keep_checkpoints : how many checkpoints to keep
+    description : str, or callable step -> str
+        What the progress bar and lines are labelled with; a callable ``description(step)`` is
+        asked after every update for the update just done (a distillation run names its stage).
     step_fn : callable (model, batch) -> dict, optional
         Fills the gradients of one step (they are zeroed before it; the optimizer steps after)
         and returns the scalars to log, with at least "loss". Default: ``default_step``.
@@ -181,9 +184,14 @@ class Trainer:
         self._log(record)
         return record
 
+    def _describe(self) -> str:
+        d = self.description
+        return d(self.state["step"]) if callable(d) else d
+
     # ------------------------------------------------------------------------------ loop
     def train(self) -> dict:
-        """Run until ``max_steps``; returns {"steps", "seconds", "last_train", "last_dev"}."""
+        """Run until ``max_steps``; returns {"steps", "seconds", "cpu_seconds" (this process's CPU
+        time, all threads), "last_train", "last_dev"}."""
         with for_training(self.threads if self.threads is not None else default_policy()) as pace:
             return self._train(pace)
 
@@ -192,8 +200,9 @@ class Trainer:
         if self.resumed_from is None:
             self._start_fresh()
         model.train()
-        shown = Progress(self.progress, self.max_steps, st["step"], self.description, self.progress_every)
+        shown = Progress(self.progress, self.max_steps, st["step"], self._describe(), self.progress_every)
         start, last_train, tokens, t_window = time.perf_counter(), None, 0, time.perf_counter()
+        cpu_start = time.process_time()
         last_dev = next((r for r in reversed(self.history) if r["split"] == "dev" and r["step"] == st["step"]), None)
         while st["step"] < self.max_steps:
             produced = False
@@ -227,6 +236,8 @@ class Trainer:
                     tokens, t_window = 0, now
                     self._log(record)
                     last_train = record
+                if callable(self.description):  # a run of stages (distillation): the stage of the step done
+                    shown.set_description(self.description(st["step"] - 1))
                 shown.update(st["step"], last_train)
                 if self.evaluate is not None and self.eval_every and st["step"] % self.eval_every == 0:
                     last_dev = self._run_eval()
@@ -245,5 +256,5 @@ class Trainer:
         if st["step"] != self._saved_step:
             self._save()
         last_train = next((r for r in reversed(self.history) if r["split"] == "train"), None)
-        return {"steps": st["step"], "seconds": time.perf_counter() - start, "last_train": last_train,
-                "last_dev": last_dev}
+        return {"steps": st["step"], "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu_start,
+                "last_train": last_train, "last_dev": last_dev}

@@ -1,0 +1,178 @@
+"""The distill workflow and command: a run folder like pretrain's (configuration, logs with every
+term, checkpoints, a student transformers' layout loads), a killed process that resumes to the
+same losses, the teacher pretrained by ``pretrain --model``, one-line errors for bad input, and
+task distillation."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from tinymobilebert import MobileBertForPreTraining
+from tinymobilebert import workflows as wf
+from tinymobilebert.data import builtin_corpus
+from tinymobilebert.distill import distill, distill_task
+from tinymobilebert.train import read_log
+
+SHAPE = {"num_hidden_layers": 2, "max_position_embeddings": 32}
+
+
+@pytest.fixture(scope="module")
+def corpus_file(tmp_path_factory):
+    docs = builtin_corpus()[:40]
+    path = tmp_path_factory.mktemp("corpus") / "docs.txt"
+    path.write_text("\n\n\n".join(d.text for d in docs))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory, corpus_file):
+    """A tiny IB-BERT teacher pretrained by the pretrain workflow (a run folder)."""
+    out = tmp_path_factory.mktemp("teacher")
+    wf.pretrain(out, corpus=corpus_file, model="ib_bert_tiny", config=SHAPE, vocab_size=300, steps=12, batch_size=8,
+                max_length=32, warmup=2, eval_every=0, save_every=0, progress=False)
+    return str(out)
+
+
+def distill_cmd(out, teacher, corpus, *extra):
+    return [sys.executable, "-m", "tinymobilebert", "distill", "--teacher", teacher, "--out", str(out),
+            "--corpus", corpus, "--student", "tiny", "--student-config", json.dumps(SHAPE), "--steps-per-layer",
+            "15", "--pd-steps", "30", "--batch-size", "8", "--max-length", "32", "--save-every", "10",
+            "--eval-every", "0", "--no-progress", "--threads", "1", *extra]  # a fixed count: bit-identical sums
+
+
+def train_records(out):
+    return [{k: v for k, v in r.items() if k != "tokens_per_second"} for r in read_log(out) if r["split"] == "train"]
+
+
+def test_killed_distill_resumes_to_the_same_losses(tmp_path, corpus_file, teacher_dir):
+    whole = tmp_path / "whole"
+    subprocess.run(distill_cmd(whole, teacher_dir, corpus_file), check=True, capture_output=True, timeout=300)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(distill_cmd(killed, teacher_dir, corpus_file), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline:  # kill it in the PD stage, past a checkpoint
+        if os.path.exists(killed / "log.jsonl") and len(train_records(killed)) >= 35:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    stopped_at = len(train_records(killed))
+    assert 35 <= stopped_at < 60, f"the run was not killed mid-way (stopped at {stopped_at})"
+    subprocess.run(distill_cmd(killed, teacher_dir, corpus_file, "--resume"), check=True, capture_output=True,
+                   timeout=300)
+    assert train_records(killed) == train_records(whole)  # every term and learning rate, bit for bit
+    assert (killed / "model" / "model.safetensors").exists()
+
+
+def test_distill_run_folder(tmp_path, corpus_file, teacher_dir):
+    r = distill(tmp_path / "run", teacher_dir, corpus=corpus_file, student="tiny", student_config=SHAPE,
+                steps_per_layer=4, pd_steps=6, batch_size=8, max_length=32, eval_every=5, save_every=0, progress=False)
+    assert r["steps"] == 14 and r["stages"] == ["PKT stage 1/2 (layer 0)", "PKT stage 2/2 (layer 1)", "PD"]
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["command"] == "distill" and run["settings"]["strategy"] == "pkt"
+    assert run["settings"]["teacher"] == os.path.join(teacher_dir, "model") and run["facts"]["corpus_sha256"]
+    conf = json.loads((tmp_path / "run" / "distillation.json").read_text())
+    assert conf["schedule"]["total_steps"] == 14 and conf["optimizer"]["bias_correction"] is False
+    assert conf["teacher_config"]["intra_bottleneck_size"] == 48 and conf["mapping"] == [0, 1]
+    assert "mobilebert.embeddings.word_embeddings.weight" in conf["copied_from_teacher"]
+    records = train_records(tmp_path / "run")
+    assert records[2]["fmt_layer_0"] > 0 and "weighted_at_layer_0" in records[2] and "lr_layer_1" in records[2]
+    assert "pd_mlm" in records[-1] and "nsp_loss" in records[-1] and records[-1]["lr_embeddings_heads"] > 0
+    dev = [x for x in read_log(tmp_path / "run") if x["split"] == "dev"]
+    assert [x["step"] for x in dev] == [5, 10, 14]
+    student = MobileBertForPreTraining.from_pretrained(tmp_path / "run" / "model")
+    assert student.config.hidden_size == 32 and student.tokenizer is not None
+    assert not any("projection" in n for n in student.params)
+    ft = wf.finetune(tmp_path / "ft", wf.load_task("word_order", wf.load_documents(corpus_file), seed=0, max_train=48,
+                                                   max_dev=16),
+                     model_dir=tmp_path / "run" / "model", steps=3, batch_size=8, max_length=32, warmup=1,
+                     eval_every=0, progress=False)
+    assert 0 <= ft["dev_accuracy"] <= 1
+    # task distillation from that fine-tuned "teacher" into the distilled student
+    task = wf.load_task("word_order", wf.load_documents(corpus_file), seed=0, max_train=48, max_dev=16)
+    td = distill_task(tmp_path / "td", task, tmp_path / "ft", tmp_path / "run", alpha=0.5, steps=3, batch_size=8,
+                      max_length=32, warmup=1, eval_every=0, progress=False)
+    assert 0 <= td["dev_accuracy"] <= 1 and 0 <= td["teacher_dev_accuracy"] <= 1
+    assert "soft_ce" in train_records(tmp_path / "td")[0]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--teacher", "{missing}"], "no such folder"),
+    (["--teacher", "{empty}"], "no weights"),
+    (["--student", "nope"], "unknown preset"),
+    (["--student-config", '{"num_attention_heads": 2}'], "heads"),
+    (["--student-config", '{"hidden_size": 64}'], "widths 64 (student) and 32 (teacher)"),
+    (["--mapping", "0,1,1"], "the student has 2 layers"),
+    (["--strategy", "akt", "--no-pd"], "--no-pd"),
+    (["--steps-per-layer", "1"], "steps_per_layer >= 2"),
+])
+def test_bad_input_is_one_line(tmp_path, corpus_file, teacher_dir, args, message, capsys):
+    from tinymobilebert.cli import main
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "config.json").write_text((open(os.path.join(teacher_dir, "model", "config.json")).read()))
+    base = ["--teacher", teacher_dir, "--student", "tiny", "--student-config", json.dumps(SHAPE)]
+    args = [a.replace("{missing}", str(tmp_path / "nothing")).replace("{empty}", str(empty)) for a in args]
+    code = main(["distill", "--out", str(tmp_path / "out"), "--corpus", corpus_file, "--no-progress", *base, *args])
+    err = capsys.readouterr().err
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], err
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_pretrain_presets_and_copy_errors(tmp_path, teacher_dir):
+    cfg = json.loads(open(os.path.join(teacher_dir, "model", "config.json")).read())
+    assert cfg["intra_bottleneck_size"] == 48 and cfg["normalization_type"] == "layer_norm"  # ib_bert_tiny
+    with pytest.raises(ValueError, match="unknown preset"):
+        wf.pretrain(tmp_path / "x", model="nope", steps=1)
+    assert not (tmp_path / "x").exists()
+    with pytest.raises(ValueError, match="embedding_size"):  # JKT/PKT copy the embeddings: widths must match
+        distill(tmp_path / "y", teacher_dir, student="tiny", student_config={**SHAPE, "embedding_size": 8},
+                steps_per_layer=2, pd_steps=0, pd=False, progress=False)
+    assert not (tmp_path / "y").exists()  # nothing written
+
+
+def test_student_is_at_most_half_the_teacher():
+    from tinymobilebert.config import ib_bert_small_teacher, mobilebert_small_student
+
+    s = MobileBertForPreTraining(mobilebert_small_student(vocab_size=4000)).num_parameters()
+    t = MobileBertForPreTraining(ib_bert_small_teacher(vocab_size=4000)).num_parameters()
+    assert s <= 0.5 * t
+    a, b = mobilebert_small_student(), ib_bert_small_teacher()
+    assert (a.hidden_size, a.num_attention_heads, a.num_hidden_layers, a.embedding_size) == \
+        (b.hidden_size, b.num_attention_heads, b.num_hidden_layers, b.embedding_size)
+    assert np.isclose(s / t, 0.42, atol=0.05)
+
+
+def test_evaluate_measures_a_distilled_student_as_its_run_did(tmp_path, corpus_file, teacher_dir):
+    from tinymobilebert.evaluation import evaluate
+
+    r = distill(tmp_path / "run", teacher_dir, corpus=corpus_file, student="tiny", student_config=SHAPE,
+                steps_per_layer=2, pd_steps=3, batch_size=8, max_length=32, eval_every=0, save_every=0, progress=False)
+    again = evaluate(tmp_path / "run" / "model")
+    assert again["mlm_accuracy"] == r["last_dev"]["mlm_accuracy"] and again["run"] == str(tmp_path / "run")
+    with pytest.raises(ValueError, match="already holds a distill run"):
+        distill(tmp_path / "run", teacher_dir, corpus=corpus_file, student="tiny", student_config=SHAPE,
+                steps_per_layer=2, pd_steps=3, progress=False)
+    assert distill(tmp_path / "run", teacher_dir, corpus=corpus_file, student="tiny", student_config=SHAPE,
+                   steps_per_layer=2, pd_steps=3, batch_size=8, max_length=32, eval_every=0, save_every=0,
+                   progress=False, overwrite=True)["steps"] == 7
+
+
+def test_progress_names_the_current_stage(tmp_path, corpus_file, teacher_dir, capsys):
+    distill(tmp_path / "run", teacher_dir, corpus=corpus_file, student="tiny", student_config=SHAPE,
+            steps_per_layer=2, pd_steps=2, batch_size=8, max_length=32, eval_every=0, save_every=0,
+            progress="lines", progress_every=1)
+    err = capsys.readouterr().err
+    for stage in ("PKT stage 1/2 (layer 0): step 1/6", "PKT stage 1/2 (layer 0): step 2/6",
+                  "PKT stage 2/2 (layer 1): step 3/6", "PD: step 5/6"):
+        assert stage in err, err

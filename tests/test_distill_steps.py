@@ -1,0 +1,118 @@
+"""Distillation steps: the gradients a step leaves in the student are those of the loss it logs
+(float64 central differences, every kind of step), the logged total is the sum of its weighted
+terms, the teacher stays a constant (eval mode, no gradient, no cache), dropout is off."""
+
+import numpy as np
+import pytest
+
+from tinymobilebert import MobileBertForPreTraining, MobileBertForSequenceClassification
+from tinymobilebert.config import ib_bert_tiny, tiny
+from tinymobilebert.distill import (DistillationStep, LossWeights, TaskDistillationStep, TransferSchedule,
+                                    distillation_plan, lamb_for)
+from tinymobilebert.gradcheck import check_arrays, perturb_parameters
+
+L = 2
+
+
+def pair(student_cls=MobileBertForPreTraining, seed=0, **student_cfg):
+    rng = np.random.default_rng(seed)
+    teacher = student_cls(ib_bert_tiny(num_hidden_layers=L, hidden_dropout_prob=0.3), seed=1, dtype=np.float64)
+    student = student_cls(tiny(num_hidden_layers=L, hidden_dropout_prob=0.3, **student_cfg), seed=2, dtype=np.float64)
+    perturb_parameters(teacher, rng)
+    perturb_parameters(student, rng)
+    return student, teacher.train()  # the step must put the teacher in eval mode itself
+
+
+def batch(B=3, T=8, seed=5):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(5, 99, (B, T))
+    labels = np.where(rng.random((B, T)) < 0.35, ids, -100)
+    labels[:, 1] = ids[:, 1]
+    mask = np.ones((B, T), np.int64)
+    mask[1, -3:] = 0
+    labels[1, -3:] = -100
+    return dict(input_ids=ids, token_type_ids=(np.arange(T) >= T // 2).astype(np.int64)[None].repeat(B, 0),
+                attention_mask=mask, labels=labels, next_sentence_label=rng.integers(0, 2, B))
+
+
+def check_step(student, step_fn, b, names=None, allow_zero=()):
+    student.zero_grad()
+    logged = step_fn(student, b)
+    analytic = {k: v.copy() for k, v in student.grads.items()}
+
+    def f():
+        student.zero_grad()
+        return step_fn(student, b)["loss"]
+
+    names = names or [n for n in student.params if not n.endswith("position_embeddings.weight")][::3]
+    report = check_arrays(f, dict(student.params), analytic, names=names, max_entries=4, allow_zero=allow_zero)
+    assert report.ok(), str(report)
+    return logged
+
+
+CASES = {  # strategy, steps_per_layer, pd_steps, the step to check, DistillationStep options
+    "pkt layer 1": ("pkt", 4, 3, 6, {}),
+    "jkt": ("jkt", 3, 2, 2, dict(padding_aware=True, at_form="kl")),
+    "akt": ("akt", 0, 4, 1, dict(mv_teacher_layers="all", alpha=0.3)),
+    "pd": ("pd", 0, 4, 2, dict(temperature=2.0)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_step_gradients_are_the_logged_loss(case):
+    strategy, spl, pd_steps, step, options = CASES[case]
+    student, teacher = pair()
+    sched = TransferSchedule(strategy, L, spl, pd_steps, pd_warmup=1)
+    opt = lamb_for(student.store, sched)
+    opt.step_count = step
+    plan = distillation_plan(student.config, teacher.config, "uniform", ("fmt", "at", "mv", "mlm"))
+    step_fn = DistillationStep(teacher, sched, plan, opt, LossWeights(100, 1, 50, 5), **options)
+    layerwise_only = sched.stage_at(step).kind != "pd"
+    heads = [n for n in student.params if n.startswith("cls.")]
+    logged = check_step(student, step_fn, batch(), allow_zero=heads if layerwise_only else ())
+    if layerwise_only:  # no MLM or NSP in a layer-wise stage: the heads get nothing (and the check says 0 too)
+        assert not any(student.grads[n].any() for n in heads)
+    layerwise = sum(v for k, v in logged.items() if k.startswith("weighted_"))
+    assert logged["loss"] == pytest.approx(layerwise + logged.get("pd_loss", 0.0), rel=1e-12)
+    if sched.loss_layers(step):
+        assert logged["layerwise_loss"] == pytest.approx(layerwise, rel=1e-12)
+        for l in sched.loss_layers(step):
+            assert logged[f"weighted_fmt_layer_{l}"] == pytest.approx(50.0 * logged[f"fmt_layer_{l}"])  # 100 / L
+    if sched.stage_at(step).kind == "pd":
+        assert logged["pd_loss"] == pytest.approx(logged["pd_mlm"] + logged["nsp_loss"])
+    # the teacher: eval mode, nothing kept, no gradient
+    assert not teacher.training and teacher._state is None and not teacher.store.grad.any()
+
+
+def test_step_zero_of_pkt_computes_nothing():
+    student, teacher = pair()
+    sched = TransferSchedule("pkt", L, 4, 0)
+    opt = lamb_for(student.store, sched)
+    step_fn = DistillationStep(teacher, sched, distillation_plan(student.config, teacher.config), opt)
+    student.zero_grad()
+    logged = step_fn(student, batch())
+    assert logged["loss"] == 0.0 and not student.store.grad.any()
+    assert logged["lr_layer_0"] == 0.0 and logged["lr_embeddings_heads"] == 0.0
+
+
+def test_dropout_is_off_in_the_student_during_a_step():
+    student, teacher = pair()
+    student.train()
+    sched = TransferSchedule("pd", L, 0, 3)
+    opt = lamb_for(student.store, sched)
+    step_fn = DistillationStep(teacher, sched, distillation_plan(student.config, teacher.config, losses=("mlm",)), opt)
+    losses = [step_fn(student.train(), batch())["loss"] for _ in range(2)]
+    assert losses[0] == losses[1]  # hidden_dropout_prob 0.3 in both configs, yet nothing random
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.4])
+def test_task_distillation_step_gradients(alpha):
+    student, teacher = pair(MobileBertForSequenceClassification, classifier_pooling="mean")
+    b = batch()
+    b = {k: b[k] for k in ("input_ids", "token_type_ids", "attention_mask")} | {"labels": np.array([0, 1, 1])}
+    logged = check_step(student, TaskDistillationStep(teacher, alpha=alpha, temperature=2.0), b)
+    assert logged["loss"] == pytest.approx((1 - alpha) * logged["soft_ce"] + alpha * logged.get("gold_ce", 0.0))
+    assert ("gold_ce" in logged) == (alpha > 0)
+    assert not teacher.training and not teacher.store.grad.any()
+    with pytest.raises(ValueError, match="alpha"):
+        TaskDistillationStep(teacher, alpha=1.5)

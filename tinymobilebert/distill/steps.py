@@ -1,0 +1,209 @@
+"""One distillation step: teacher pass, student forward, the loss terms the schedule switches on,
+their gradients sent into the student's outputs, and everything logged.
+
+Dimensions: B batch, T tokens, H inter-block width, A heads, M labelled positions, V vocabulary,
+C classes, L student layers.
+
+A step function ``step(student, batch) -> dict`` is what ``train.Trainer(step_fn=...)`` calls
+between ``zero_grad`` and ``optimizer.step()``: it fills the student's gradients and returns the
+scalars to log. The loss terms reach the parameters through ``student.backward(grad_outputs=...,
+include_loss=False)``: gradients on hidden states (FMT, mean/variance), on attention scores (AT),
+on the MLM logits (PD's mixed target) and on the NSP logits (PD's hard-label NSP).
+
+Logged each step, next to the learning rate of every layer group (``lr_layer_{l}``,
+``lr_embeddings_heads``; the trainer adds ``lr``, the base rate, and ``grad_norm``):
+
+    loss                      the total that was differentiated
+    {fmt,at,beta,gamma}_layer_{l}            each layer-wise term, unweighted
+    weighted_{fmt,at,beta,gamma}_layer_{l}   the same times its weight (100, 1, 5000, 5 over L)
+    layerwise_loss            their weighted sum
+    pd_mlm, nsp_loss, pd_loss PD: MLM against the mixed target, NSP cross-entropy, their sum
+    mlm_loss                  PD: the student's plain MLM cross-entropy (not trained on; a gauge)
+    stage                     index of the stage in ``schedule.stages``
+
+Dropout is off in the student at every step (the original builds both models with
+``is_training=False``); the trainer's ``train()`` mode is overridden here, not in the config, so
+the distilled student saves the dropout its config asks for when fine-tuned later.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..losses import cross_entropy_backward_mean, cross_entropy_forward_mean
+from .attention import attention_transfer_backward, attention_transfer_forward
+from .feature_map import feature_map_transfer_backward, feature_map_transfer_forward
+from .logits import (mlm_distillation_backward, mlm_distillation_forward, soft_cross_entropy_backward,
+                     soft_cross_entropy_forward)
+from .mean_variance import mean_variance_transfer_backward, mean_variance_transfer_forward
+from .schedules import PD, LossWeights
+from .teacher import teacher_pass
+
+
+
+def layerwise_terms(out_s, out_t, layers, plan, weights: dict, attention_mask=None, at_form="original",
+                    mv_teacher_layers="same"):
+    """The layer-wise terms of ``layers`` and their gradients on the student's outputs.
+
+    Parameters
+    ----------
+    out_s : the student's forward output (``hidden_states``, ``attention_scores`` as needed)
+    out_t : TeacherOutputs
+    layers : student layers whose terms count
+    plan : DistillationPlan (its mapping pairs student and teacher layers; its losses say which terms)
+    weights : {"fmt", "at", "beta", "gamma"} -> weight (already divided by L)
+    attention_mask : (B, T) or None
+        None: the original (padding counted); given: the padding-aware forms.
+
+    Returns
+    -------
+    logged : dict of the unweighted and weighted terms
+    total : float, the weighted sum
+    grads : dict for ``backward(grad_outputs=...)`` ("hidden_states" / "attention_scores" lists)
+    """
+    mapping = plan.mapping.teacher_layers
+    L = len(mapping)
+    d_hidden, d_scores = [None] * (L + 1), [None] * L
+    logged, total = {}, 0.0
+
+    def add(term, l, value):
+        nonlocal total
+        logged[f"{term}_layer_{l}"] = value
+        logged[f"weighted_{term}_layer_{l}"] = weights[term] * value
+        total += weights[term] * value
+
+    def add_hidden(i, dh):
+        d_hidden[i] = dh if d_hidden[i] is None else d_hidden[i] + dh
+
+    for l in layers:
+        j = mapping[l]
+        if j is None:
+            continue
+        h_s = out_s.hidden_states[l + 1]  # (B, T, H) layer l's output
+        if "fmt" in plan.losses:
+            loss, c = feature_map_transfer_forward(h_s, out_t.hidden_states[j + 1], attention_mask)
+            add("fmt", l, loss)
+            add_hidden(l + 1, feature_map_transfer_backward(weights["fmt"], c))
+        if "mv" in plan.losses:
+            h_t = out_t.hidden_states if mv_teacher_layers == "all" else out_t.hidden_states[j + 1]
+            (beta, gamma), c = mean_variance_transfer_forward(h_s, h_t, attention_mask, teacher_layers=mv_teacher_layers)
+            add("beta", l, beta)
+            add("gamma", l, gamma)
+            add_hidden(l + 1, mean_variance_transfer_backward(weights["beta"], weights["gamma"], c))
+        if "at" in plan.losses:
+            loss, c = attention_transfer_forward(out_s.attention_scores[l], out_t.attention_scores[j], attention_mask,
+                                                 form=at_form)
+            add("at", l, loss)
+            d_scores[l] = attention_transfer_backward(weights["at"], c)  # (B, A, T, T)
+    grads = {}
+    if any(d is not None for d in d_hidden):
+        grads["hidden_states"] = d_hidden
+    if any(d is not None for d in d_scores):
+        grads["attention_scores"] = d_scores
+    logged["layerwise_loss"] = total
+    return logged, total, grads
+
+
+class DistillationStep:
+    """The step function of a pre-training distillation run (PKT, JKT, AKT, PD): see the module notes.
+
+    Parameters
+    ----------
+    teacher : MobileBertForPreTraining (eval mode; never differentiated)
+    schedule : TransferSchedule
+    plan : DistillationPlan (mapping and layer-wise losses, checked against both configs)
+    optimizer : the student's LAMB (its ``step_count`` is the step; PD's start resets its moments)
+    weights : LossWeights
+    alpha : float
+        PD's ground-truth share of the MLM target (0.5 in the original).
+    temperature : float
+        The original's: multiplies the teacher's last hidden states before its MLM head.
+    at_form : "original" or "kl"
+    mv_teacher_layers : "same" (per layer, the fix) or "all" (the released code's behaviour)
+    padding_aware : bool
+        Leave padded positions out of the layer-wise terms (default False: the original counts them).
+    """
+
+    def __init__(self, teacher, schedule, plan, optimizer, weights: LossWeights = LossWeights(), *, alpha=0.5,
+                 temperature=1.0, at_form="original", mv_teacher_layers="same", padding_aware=False):
+        self.teacher, self.schedule, self.plan, self.optimizer = teacher.eval(), schedule, plan, optimizer
+        self.weights = weights.per_layer(schedule.num_layers)
+        self.alpha, self.temperature, self.at_form = alpha, temperature, at_form
+        self.mv_teacher_layers, self.padding_aware = mv_teacher_layers, padding_aware
+
+    def __call__(self, student, batch: dict) -> dict:
+        step = self.optimizer.step_count
+        sched = self.schedule
+        stage = sched.stage_at(step)
+        if sched.is_pd_start(step):
+            self.optimizer.reset_moments()  # PD starts with a fresh optimizer
+        logged = {"stage": float(sched.stages.index(stage)), **sched.group_lrs(step)}
+        layers = sched.loss_layers(step)
+        pd = stage.kind == PD
+        if not layers and not pd:  # a PKT step where no layer's terms count (step 0): nothing to learn
+            return {"loss": 0.0, **logged}
+        student.eval()  # dropout off in every distillation run
+        need_hidden = bool(layers) and any(x in self.plan.losses for x in ("fmt", "mv"))
+        need_scores = bool(layers) and "at" in self.plan.losses
+        out_t = teacher_pass(self.teacher, batch, hidden_states=need_hidden, attention_scores=need_scores, mlm=pd,
+                             temperature=self.temperature)
+        B, T = np.shape(batch["input_ids"])
+        labels = batch["labels"] if pd else np.full((B, T), -100, np.int64)  # no MLM rows in a layer-wise stage
+        out_s = student.forward(batch["input_ids"], batch.get("token_type_ids"), batch.get("attention_mask"),
+                                labels=labels, next_sentence_label=batch.get("next_sentence_label") if pd else None,
+                                output_hidden_states=need_hidden, output_attention_scores=need_scores,
+                                mlm_positions="labelled")
+        total, grads = 0.0, {}
+        if layers:
+            terms, total, grads = layerwise_terms(
+                out_s, out_t, layers, self.plan, self.weights, batch.get("attention_mask") if self.padding_aware
+                else None, self.at_form, self.mv_teacher_layers)
+            logged.update(terms)
+        if pd:
+            gold = np.asarray(labels).reshape(-1)[out_s.mlm_positions]  # (M,)
+            pd_mlm, c_mlm = mlm_distillation_forward(out_s.prediction_logits, out_t.mlm_logits, gold, alpha=self.alpha)
+            grads["prediction_logits"] = mlm_distillation_backward(1.0, c_mlm)  # (M, V)
+            pd_loss = pd_mlm
+            if "next_sentence_label" in batch:
+                nsp, c_nsp = cross_entropy_forward_mean(out_s.seq_relationship_logits, batch["next_sentence_label"])
+                grads["seq_relationship_logits"] = cross_entropy_backward_mean(1.0, c_nsp)  # (B, 2)
+                pd_loss += nsp
+                logged["nsp_loss"] = nsp
+            logged.update(pd_mlm=pd_mlm, pd_loss=pd_loss, mlm_loss=out_s.mlm_loss)
+            total += pd_loss
+        student.backward(grad_outputs=grads, include_loss=False)
+        return {"loss": total, **logged}
+
+
+class TaskDistillationStep:
+    """Task distillation for fine-tuning: the student classifier learns from a fine-tuned teacher's
+    logits (soft cross-entropy, DynaBERT's), optionally mixed with the gold labels.
+
+        loss = alpha CE(student, gold) + (1 - alpha) softCE(student / T, teacher / T)
+
+    ``alpha = 0`` is pure distillation (no gold label is read). The teacher runs in eval mode
+    without caches; the student's dropout is off, as in every distillation run here.
+    Logged: ``loss``, ``soft_ce`` and ``gold_ce`` (both unweighted) and their weighted values.
+    """
+
+    def __init__(self, teacher, alpha: float = 0.5, temperature: float = 1.0):
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha (the gold labels' weight) must be in [0, 1], got {alpha}")
+        self.teacher, self.alpha, self.temperature = teacher.eval(), float(alpha), float(temperature)
+
+    def __call__(self, student, batch: dict) -> dict:
+        student.eval()
+        args = (batch["input_ids"], batch.get("token_type_ids"), batch.get("attention_mask"))
+        logits_t = self.teacher.forward(*args, keep_cache=False).logits  # (B, C)
+        out = student.forward(*args)
+        soft, c = soft_cross_entropy_forward(out.logits, logits_t, self.temperature)
+        dlogits = soft_cross_entropy_backward(1.0 - self.alpha, c)  # (B, C)
+        logged = {"soft_ce": soft, "weighted_soft_ce": (1.0 - self.alpha) * soft}
+        total = (1.0 - self.alpha) * soft
+        if self.alpha > 0:
+            gold, c_gold = cross_entropy_forward_mean(out.logits, batch["labels"])
+            dlogits = dlogits + cross_entropy_backward_mean(self.alpha, c_gold)
+            logged.update(gold_ce=gold, weighted_gold_ce=self.alpha * gold)
+            total += self.alpha * gold
+        student.backward(grad_outputs={"logits": dlogits}, include_loss=False)
+        return {"loss": total, **logged}
