@@ -8,38 +8,19 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import synthetic_batches, synthetic_trainer, train_losses
 
 from tinymobilebert import MobileBertForPreTraining, MobileBertModel
 from tinymobilebert.config import tiny
-from tinymobilebert.optim import AdamW, LinearWarmupDecay
-from tinymobilebert.train import Trainer, read_log, save_training_checkpoint
-
-
-def synthetic_batches(epoch, start, n=5):
-    for k in range(start, n):
-        rng = np.random.default_rng([7, epoch, k])
-        ids = rng.integers(5, 99, (4, 10))
-        labels = np.where(rng.random((4, 10)) < 0.3, ids, -100)
-        labels[:, 1] = ids[:, 1]
-        yield dict(input_ids=ids, attention_mask=np.ones_like(ids), labels=labels,
-                   next_sentence_label=rng.integers(0, 2, 4), mlm_positions="labelled")
-
-
-def make(out, steps, save_every=4):
-    m = MobileBertForPreTraining(tiny(hidden_dropout_prob=0.1), seed=0)
-    opt = AdamW(m.store, lr=1e-3, schedule=LinearWarmupDecay(2, 12), max_grad_norm=1.0)
-    return Trainer(m, opt, synthetic_batches, out, max_steps=steps, save_every=save_every, progress=False)
-
-
-def losses(out):
-    return [(r["step"], r["loss"]) for r in read_log(out) if r["split"] == "train"]
+from tinymobilebert.optim import AdamW
+from tinymobilebert.train import save_training_checkpoint
 
 
 @pytest.fixture(scope="module")
 def whole_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("whole")
-    make(out, 12).train()
-    return losses(out)
+    synthetic_trainer(out, 12).train()
+    return train_losses(out)
 
 
 def dead_pid():
@@ -65,22 +46,22 @@ def damage(path, how):
 @pytest.mark.parametrize("name", ["model.safetensors", "optimizer.safetensors", "trainer_state.json", "config.json"])
 @pytest.mark.parametrize("how", ["truncate", "flip_bit"])
 def test_a_damaged_latest_checkpoint_is_named_and_the_one_before_used(tmp_path, whole_run, name, how):
-    make(tmp_path, 8).train()  # checkpoints at 4 and 8
+    synthetic_trainer(tmp_path, 8).train()  # checkpoints at 4 and 8
     damage(tmp_path / "checkpoints" / "step-00000008" / name, how)
-    t = make(tmp_path, 12)
+    t = synthetic_trainer(tmp_path, 12)
     with pytest.warns(UserWarning, match=rf"step-00000008 is damaged: {name} .*falling back"):
         assert t.resume()
     assert t.state["step"] == 4
     t.train()
-    assert losses(tmp_path) == whole_run  # resumed exactly, from step 4
+    assert train_losses(tmp_path) == whole_run  # resumed exactly, from step 4
     assert (tmp_path / "checkpoints" / "step-00000008.damaged" / name).exists()  # kept to look at, never used
 
 
 def test_no_intact_checkpoint_is_a_clear_error(tmp_path):
-    make(tmp_path, 8).train()
+    synthetic_trainer(tmp_path, 8).train()
     damage(tmp_path / "checkpoints" / "step-00000008" / "model.safetensors", "truncate")
     damage(tmp_path / "checkpoints" / "step-00000004" / "trainer_state.json", "empty")
-    t = make(tmp_path, 12)
+    t = synthetic_trainer(tmp_path, 12)
     with pytest.warns(UserWarning, match="damaged"):
         with pytest.raises(ValueError, match=r"no intact checkpoint to resume from: .*step-00000008: model.safetensors "
                                              r"is .* bytes.*step-00000004: trainer_state.json"):
@@ -90,7 +71,7 @@ def test_no_intact_checkpoint_is_a_clear_error(tmp_path):
 def test_checkpoint_manifest_lists_every_file(tmp_path):
     from tinymobilebert.train import verify_checkpoint
 
-    make(tmp_path, 4).train()
+    synthetic_trainer(tmp_path, 4).train()
     folder = tmp_path / "checkpoints" / "step-00000004"
     manifest = json.loads((folder / "manifest.json").read_text())
     assert sorted(manifest["files"]) == ["config.json", "model.safetensors", "optimizer.safetensors",
@@ -100,7 +81,7 @@ def test_checkpoint_manifest_lists_every_file(tmp_path):
 
 
 def test_leftovers_of_killed_writes_are_removed_at_the_next_start(tmp_path):
-    make(tmp_path, 4).train()
+    synthetic_trainer(tmp_path, 4).train()
     pid = dead_pid()
     half = tmp_path / "checkpoints" / f"step-00000008.tmp-{pid}"
     half.mkdir()
@@ -109,7 +90,7 @@ def test_leftovers_of_killed_writes_are_removed_at_the_next_start(tmp_path):
     stray.write_text("half")
     live = tmp_path / "checkpoints" / f"step-00000012.tmp-{os.getpid()}"  # a live process's: left alone
     live.mkdir()
-    t = make(tmp_path, 8)
+    t = synthetic_trainer(tmp_path, 8)
     assert t.resume() and t.state["step"] == 4
     assert not half.exists() and not stray.exists() and live.exists()
 
@@ -123,9 +104,9 @@ def test_pruning_keeps_the_newest_by_step(tmp_path):
 
 
 def test_a_fresh_trainer_refuses_a_folder_with_another_runs_checkpoints(tmp_path):
-    make(tmp_path, 8).train()
+    synthetic_trainer(tmp_path, 8).train()
     with pytest.raises(ValueError, match=r"holds checkpoints of another run \(steps \[4, 8\]\)"):
-        make(tmp_path, 4).train()
+        synthetic_trainer(tmp_path, 4).train()
 
 
 def test_resume_before_the_first_checkpoint_starts_a_fresh_log(tmp_path, whole_run, capsys):
@@ -135,16 +116,16 @@ def test_resume_before_the_first_checkpoint_starts_a_fresh_log(tmp_path, whole_r
                 raise KeyboardInterrupt  # killed at step 4, before its first checkpoint (4)
             yield batch
 
-    t = make(tmp_path, 12)
+    t = synthetic_trainer(tmp_path, 12)
     t.batches = dying
     with pytest.raises(KeyboardInterrupt):
         t.train()
-    assert len(losses(tmp_path)) == 3
-    t = make(tmp_path, 12)
+    assert len(train_losses(tmp_path)) == 3
+    t = synthetic_trainer(tmp_path, 12)
     assert not t.resume()
     assert "no checkpoint yet: starting from step 0 with a fresh log" in capsys.readouterr().err
     t.train()
-    assert losses(tmp_path) == whole_run  # 12 lines, none duplicated
+    assert train_losses(tmp_path) == whole_run  # 12 lines, none duplicated
 
 
 # ------------------------------------------------------------------------------ from_pretrained

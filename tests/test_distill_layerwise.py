@@ -11,18 +11,11 @@ import math
 
 import numpy as np
 import pytest
+from conftest import assert_gradcheck
 
 from tinymobilebert import distill
-from tinymobilebert.gradcheck import check_arrays
 
-TOL = 1e-6
 F64_MIN = np.finfo(np.float64).min
-
-
-def assert_gradcheck(f, arrays, analytic, names=None, max_entries=40):
-    report = check_arrays(f, arrays, analytic, names=names, max_entries=max_entries, tol=TOL)
-    assert report.ok(), "\n" + str(report)
-    assert all(not c.zero_gradient for c in report.checks), "\n" + str(report)  # a check that can fail
 
 
 def states(rng, B=2, T=5, H=7, scale=1.0, shift=0.0):

@@ -5,17 +5,15 @@ task distillation."""
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
+from conftest import kill_midway_then_resume
 
 from tinymobilebert import MobileBertForPreTraining
 from tinymobilebert import workflows as wf
-from tinymobilebert.data import builtin_corpus
 from tinymobilebert.distill import distill, distill_task
 from tinymobilebert.train import read_log
 
@@ -23,18 +21,10 @@ SHAPE = {"num_hidden_layers": 2, "max_position_embeddings": 32}
 
 
 @pytest.fixture(scope="module")
-def corpus_file(tmp_path_factory):
-    docs = builtin_corpus()[:40]
-    path = tmp_path_factory.mktemp("corpus") / "docs.txt"
-    path.write_text("\n\n\n".join(d.text for d in docs))
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def teacher_dir(tmp_path_factory, corpus_file):
+def teacher_dir(tmp_path_factory, run_corpus):
     """A tiny IB-BERT teacher pretrained by the pretrain workflow (a run folder)."""
     out = tmp_path_factory.mktemp("teacher")
-    wf.pretrain(out, corpus=corpus_file, model="ib_bert_tiny", config=SHAPE, vocab_size=300, steps=12, batch_size=8,
+    wf.pretrain(out, corpus=run_corpus, model="ib_bert_tiny", config=SHAPE, vocab_size=300, steps=12, batch_size=8,
                 max_length=32, warmup=2, eval_every=0, save_every=0, progress=False)
     return str(out)
 
@@ -50,29 +40,17 @@ def train_records(out):
     return [{k: v for k, v in r.items() if k != "tokens_per_second"} for r in read_log(out) if r["split"] == "train"]
 
 
-def test_killed_distill_resumes_to_the_same_losses(tmp_path, corpus_file, teacher_dir):
+def test_killed_distill_resumes_to_the_same_losses(tmp_path, run_corpus, teacher_dir):
     whole = tmp_path / "whole"
-    subprocess.run(distill_cmd(whole, teacher_dir, corpus_file), check=True, capture_output=True, timeout=300)
-    killed = tmp_path / "killed"
-    proc = subprocess.Popen(distill_cmd(killed, teacher_dir, corpus_file), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while time.time() < deadline:  # kill it in the PD stage, past a checkpoint
-        if os.path.exists(killed / "log.jsonl") and len(train_records(killed)) >= 35:
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    stopped_at = len(train_records(killed))
-    assert 35 <= stopped_at < 60, f"the run was not killed mid-way (stopped at {stopped_at})"
-    subprocess.run(distill_cmd(killed, teacher_dir, corpus_file, "--resume"), check=True, capture_output=True,
-                   timeout=300)
+    subprocess.run(distill_cmd(whole, teacher_dir, run_corpus), check=True, capture_output=True, timeout=300)
+    killed = tmp_path / "killed"  # killed in the PD stage, past a checkpoint
+    kill_midway_then_resume(distill_cmd(killed, teacher_dir, run_corpus), killed, train_records, at_least=35, total=60)
     assert train_records(killed) == train_records(whole)  # every term and learning rate, bit for bit
     assert (killed / "model" / "model.safetensors").exists()
 
 
-def test_distill_run_folder(tmp_path, corpus_file, teacher_dir):
-    r = distill(tmp_path / "run", teacher_dir, corpus=corpus_file, student="tiny", student_config=SHAPE,
+def test_distill_run_folder(tmp_path, run_corpus, teacher_dir):
+    r = distill(tmp_path / "run", teacher_dir, corpus=run_corpus, student="tiny", student_config=SHAPE,
                 steps_per_layer=4, pd_steps=6, batch_size=8, max_length=32, eval_every=5, save_every=0, progress=False)
     assert r["steps"] == 14 and r["stages"] == ["PKT stage 1/2 (layer 0)", "PKT stage 2/2 (layer 1)", "PD"]
     run = json.loads((tmp_path / "run" / "run.json").read_text())
@@ -90,13 +68,13 @@ def test_distill_run_folder(tmp_path, corpus_file, teacher_dir):
     student = MobileBertForPreTraining.from_pretrained(tmp_path / "run" / "model")
     assert student.config.hidden_size == 32 and student.tokenizer is not None
     assert not any("projection" in n for n in student.params)
-    ft = wf.finetune(tmp_path / "ft", wf.load_task("word_order", wf.load_documents(corpus_file), seed=0, max_train=48,
+    ft = wf.finetune(tmp_path / "ft", wf.load_task("word_order", wf.load_documents(run_corpus), seed=0, max_train=48,
                                                    max_dev=16),
                      model_dir=tmp_path / "run" / "model", steps=3, batch_size=8, max_length=32, warmup=1,
                      eval_every=0, progress=False)
     assert 0 <= ft["dev_accuracy"] <= 1
     # task distillation from that fine-tuned "teacher" into the distilled student
-    task = wf.load_task("word_order", wf.load_documents(corpus_file), seed=0, max_train=48, max_dev=16)
+    task = wf.load_task("word_order", wf.load_documents(run_corpus), seed=0, max_train=48, max_dev=16)
     td = distill_task(tmp_path / "td", task, tmp_path / "ft", tmp_path / "run", alpha=0.5, steps=3, batch_size=8,
                       max_length=32, warmup=1, eval_every=0, progress=False)
     assert 0 <= td["dev_accuracy"] <= 1 and 0 <= td["teacher_dev_accuracy"] <= 1
@@ -113,7 +91,7 @@ def test_distill_run_folder(tmp_path, corpus_file, teacher_dir):
     (["--strategy", "akt", "--no-pd"], "--no-pd"),
     (["--steps-per-layer", "1"], "steps_per_layer >= 2"),
 ])
-def test_bad_input_is_one_line(tmp_path, corpus_file, teacher_dir, args, message, capsys):
+def test_bad_input_is_one_line(tmp_path, run_corpus, teacher_dir, args, message, capsys):
     from tinymobilebert.cli import main
 
     empty = tmp_path / "empty"
@@ -121,7 +99,7 @@ def test_bad_input_is_one_line(tmp_path, corpus_file, teacher_dir, args, message
     (empty / "config.json").write_text((open(os.path.join(teacher_dir, "model", "config.json")).read()))
     base = ["--teacher", teacher_dir, "--student", "tiny", "--student-config", json.dumps(SHAPE)]
     args = [a.replace("{missing}", str(tmp_path / "nothing")).replace("{empty}", str(empty)) for a in args]
-    code = main(["distill", "--out", str(tmp_path / "out"), "--corpus", corpus_file, "--no-progress", *base, *args])
+    code = main(["distill", "--out", str(tmp_path / "out"), "--corpus", run_corpus, "--no-progress", *base, *args])
     err = capsys.readouterr().err
     assert code == 1
     lines = err.strip().splitlines()
@@ -153,23 +131,23 @@ def test_student_is_at_most_half_the_teacher():
     assert np.isclose(s / t, 0.42, atol=0.05)
 
 
-def test_evaluate_measures_a_distilled_student_as_its_run_did(tmp_path, corpus_file, teacher_dir):
+def test_evaluate_measures_a_distilled_student_as_its_run_did(tmp_path, run_corpus, teacher_dir):
     from tinymobilebert.evaluation import evaluate
 
-    r = distill(tmp_path / "run", teacher_dir, corpus=corpus_file, student="tiny", student_config=SHAPE,
+    r = distill(tmp_path / "run", teacher_dir, corpus=run_corpus, student="tiny", student_config=SHAPE,
                 steps_per_layer=2, pd_steps=3, batch_size=8, max_length=32, eval_every=0, save_every=0, progress=False)
     again = evaluate(tmp_path / "run" / "model")
     assert again["mlm_accuracy"] == r["last_dev"]["mlm_accuracy"] and again["run"] == str(tmp_path / "run")
     with pytest.raises(ValueError, match="already holds a distill run"):
-        distill(tmp_path / "run", teacher_dir, corpus=corpus_file, student="tiny", student_config=SHAPE,
+        distill(tmp_path / "run", teacher_dir, corpus=run_corpus, student="tiny", student_config=SHAPE,
                 steps_per_layer=2, pd_steps=3, progress=False)
-    assert distill(tmp_path / "run", teacher_dir, corpus=corpus_file, student="tiny", student_config=SHAPE,
+    assert distill(tmp_path / "run", teacher_dir, corpus=run_corpus, student="tiny", student_config=SHAPE,
                    steps_per_layer=2, pd_steps=3, batch_size=8, max_length=32, eval_every=0, save_every=0,
                    progress=False, overwrite=True)["steps"] == 7
 
 
-def test_progress_names_the_current_stage(tmp_path, corpus_file, teacher_dir, capsys):
-    distill(tmp_path / "run", teacher_dir, corpus=corpus_file, student="tiny", student_config=SHAPE,
+def test_progress_names_the_current_stage(tmp_path, run_corpus, teacher_dir, capsys):
+    distill(tmp_path / "run", teacher_dir, corpus=run_corpus, student="tiny", student_config=SHAPE,
             steps_per_layer=2, pd_steps=2, batch_size=8, max_length=32, eval_every=0, save_every=0,
             progress="lines", progress_every=1)
     err = capsys.readouterr().err

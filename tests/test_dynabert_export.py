@@ -19,22 +19,17 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import four_layer_layouts
 from safetensors import safe_open
 from safetensors.numpy import load_file
 
 import tinymobilebert as tmb
 from tinymobilebert import MobileBertConfig, MobileBertForPreTraining, MobileBertForSequenceClassification
-from tinymobilebert.config import OWN_FIELDS, bert_tiny, ib_bert_tiny, tiny
+from tinymobilebert.config import OWN_FIELDS, bert_tiny, tiny
 from tinymobilebert.dynabert.extract import subnetwork_config
 from tinymobilebert.gradcheck import perturb_parameters
 
-LAYOUTS = {
-    "released_student": tiny(num_hidden_layers=4, num_feedforward_networks=3),
-    "tiny_bottleneck_attention": tiny(num_hidden_layers=4, use_bottleneck_attention=True,
-                                      key_query_shared_bottleneck=False),
-    "ib_bert_teacher": ib_bert_tiny(num_hidden_layers=4),
-    "plain_bert": bert_tiny(num_hidden_layers=4),
-}
+LAYOUTS = four_layer_layouts()
 WIDTHS, DEPTHS = (0.25, 0.5, 0.75, 1.0), (0.5, 0.75, 1.0)
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 

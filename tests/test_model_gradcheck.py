@@ -11,10 +11,11 @@ test_blocks_gradcheck), which finite differences would see.
 
 import numpy as np
 import pytest
+from conftest import float64_model, padded_batch
 
 from tinymobilebert import MobileBertForPreTraining, MobileBertForSequenceClassification, MobileBertModel
 from tinymobilebert.config import bert_tiny, ib_bert_tiny, tiny
-from tinymobilebert.gradcheck import gradcheck, perturb_parameters
+from tinymobilebert.gradcheck import gradcheck
 
 TOL = 1e-6
 LAYOUTS = {
@@ -27,20 +28,7 @@ LAYOUTS = {
 }
 
 
-def batch(cfg, rng, B=3, T=7):
-    ids = rng.integers(0, cfg.vocab_size, (B, T))
-    mask = np.ones((B, T), np.int64)
-    mask[1, 5:] = 0
-    mask[2, 2:] = 0
-    tt = np.zeros((B, T), np.int64)
-    tt[:, 3:] = 1
-    return ids, tt, mask
-
-
-def build(cls, cfg, seed=0):
-    m = cls(cfg.replace(pad_token_id=None), seed=seed, dtype=np.float64).eval()
-    perturb_parameters(m, np.random.default_rng(seed + 100))
-    return m
+LENGTHS = (7, 5, 2)  # a full row, a padded one, one with two real tokens
 
 
 def check(report):
@@ -50,9 +38,9 @@ def check(report):
 
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 def test_pretraining_model(layout):
-    m = build(MobileBertForPreTraining, LAYOUTS[layout])
+    m = float64_model(MobileBertForPreTraining, LAYOUTS[layout])
     rng = np.random.default_rng(1)
-    ids, tt, mask = batch(m.config, rng)
+    ids, tt, mask = padded_batch(m.config, rng, lengths=LENGTHS)
     labels = np.where(rng.random(ids.shape) < 0.4, ids, -100)
     labels[0, 1] = ids[0, 1]
     inputs = dict(input_ids=ids, token_type_ids=tt, attention_mask=mask, labels=labels,
@@ -68,9 +56,9 @@ def test_sequence_classification(layout, num_labels):
     cfg = LAYOUTS[layout].replace(num_labels=num_labels, classifier_activation=True)
     if layout == "released_student":
         cfg = cfg.replace(classifier_pooling="mean")
-    m = build(MobileBertForSequenceClassification, cfg)
+    m = float64_model(MobileBertForSequenceClassification, cfg)
     rng = np.random.default_rng(2)
-    ids, tt, mask = batch(cfg, rng)
+    ids, tt, mask = padded_batch(cfg, rng, lengths=LENGTHS)
     labels = np.array([0, 2, 1]) if num_labels == 3 else rng.standard_normal(3)
     check(gradcheck(m, dict(input_ids=ids, token_type_ids=tt, attention_mask=mask, labels=labels),
                     max_entries=6, tol=TOL))
@@ -79,9 +67,9 @@ def test_sequence_classification(layout, num_labels):
 def test_gradients_sent_in_on_outputs():
     """Distillation's path: gradients on hidden states, attentions, scores and logits, plus the loss."""
     cfg = LAYOUTS["released_student"]
-    m = build(MobileBertForPreTraining, cfg)
+    m = float64_model(MobileBertForPreTraining, cfg)
     rng = np.random.default_rng(3)
-    ids, tt, mask = batch(cfg, rng)
+    ids, tt, mask = padded_batch(cfg, rng, lengths=LENGTHS)
     B, T = ids.shape
     L, A, H, V = cfg.num_hidden_layers, cfg.num_attention_heads, cfg.hidden_size, cfg.vocab_size
     key = mask[:, None, None, :]  # scores at padded keys are finfo.min: project only real keys
@@ -102,9 +90,9 @@ def test_gradients_sent_in_on_outputs():
 
 def test_bare_encoder_with_output_gradients():
     cfg = LAYOUTS["ib_bert_teacher"]
-    m = build(MobileBertModel, cfg)
+    m = float64_model(MobileBertModel, cfg)
     rng = np.random.default_rng(4)
-    ids, tt, mask = batch(cfg, rng)
+    ids, tt, mask = padded_batch(cfg, rng, lengths=LENGTHS)
     B, T = ids.shape
     go = {"last_hidden_state": rng.standard_normal((B, T, cfg.hidden_size)),
           "pooler_output": rng.standard_normal((B, cfg.hidden_size))}
@@ -115,9 +103,9 @@ def test_bare_encoder_with_output_gradients():
 def test_training_mode_with_dropout(layout):
     """Dropout on (hidden and attention): the checker rewinds the dropout generator per forward."""
     cfg = LAYOUTS[layout].replace(hidden_dropout_prob=0.15, attention_probs_dropout_prob=0.2)
-    m = build(MobileBertForPreTraining, cfg).train()
+    m = float64_model(MobileBertForPreTraining, cfg).train()
     rng = np.random.default_rng(5)
-    ids, tt, mask = batch(cfg, rng)
+    ids, tt, mask = padded_batch(cfg, rng, lengths=LENGTHS)
     inputs = dict(input_ids=ids, token_type_ids=tt, attention_mask=mask, labels=np.where(mask > 0, ids, -100),
                   next_sentence_label=np.array([1, 0, 1]))
     check(gradcheck(m, inputs, max_entries=5, tol=TOL))
@@ -125,9 +113,9 @@ def test_training_mode_with_dropout(layout):
 
 def test_mlm_head_at_labelled_positions_with_logit_gradients():
     cfg = LAYOUTS["released_student"]
-    m = build(MobileBertForPreTraining, cfg)
+    m = float64_model(MobileBertForPreTraining, cfg)
     rng = np.random.default_rng(6)
-    ids, tt, mask = batch(cfg, rng)
+    ids, tt, mask = padded_batch(cfg, rng, lengths=LENGTHS)
     labels = np.where((rng.random(ids.shape) < 0.3) & (mask > 0), ids, -100)
     labels[0, 0] = ids[0, 0]
     M = int((labels != -100).sum())

@@ -12,39 +12,18 @@ What is proven here, for the released student, TINY, the IB-BERT teacher and pla
 
 import numpy as np
 import pytest
+from conftest import float64_model, four_layer_layouts, padded_batch
 
 from tinymobilebert import MobileBertForPreTraining, MobileBertForSequenceClassification, MobileBertModel
 from tinymobilebert.blocks.embeddings import embeddings_forward
 from tinymobilebert.blocks.layer import layer_forward
-from tinymobilebert.config import bert_tiny, ib_bert_tiny, tiny
-from tinymobilebert.gradcheck import gradcheck, perturb_parameters
+from tinymobilebert.config import bert_tiny
+from tinymobilebert.gradcheck import gradcheck
 from tinymobilebert.model.plan import (check_keep_positions, depth_layers, encoder_plan, subnetwork_heads,
                                        subnetwork_neurons)
 
 TOL = 1e-6
-LAYOUTS = {
-    "released_student": tiny(num_hidden_layers=4, num_feedforward_networks=3),
-    "tiny_bottleneck_attention": tiny(num_hidden_layers=4, use_bottleneck_attention=True,
-                                      key_query_shared_bottleneck=False),
-    "ib_bert_teacher": ib_bert_tiny(num_hidden_layers=4),
-    "plain_bert": bert_tiny(num_hidden_layers=4),
-}
-
-
-def build(cls, cfg, seed=0):
-    m = cls(cfg.replace(pad_token_id=None), seed=seed, dtype=np.float64).eval()
-    perturb_parameters(m, np.random.default_rng(seed + 100))
-    return m
-
-
-def batch(cfg, rng, B=3, T=7):
-    ids = rng.integers(0, cfg.vocab_size, (B, T))
-    mask = np.ones((B, T), np.int64)
-    mask[1, 5:] = 0
-    mask[2, 3:] = 0
-    tt = np.zeros((B, T), np.int64)
-    tt[:, 3:] = 1
-    return ids, tt, mask
+LAYOUTS = four_layer_layouts()
 
 
 def rel(a, b):
@@ -111,16 +90,16 @@ def test_bad_keep_positions(idx, match):
 
 
 def test_keep_positions_any_order_gives_the_same_outputs():
-    m = build(MobileBertModel, LAYOUTS["released_student"])
-    ids, tt, mask = batch(m.config, np.random.default_rng(0))
+    m = float64_model(MobileBertModel, LAYOUTS["released_student"])
+    ids, tt, mask = padded_batch(m.config, np.random.default_rng(0))
     a = m.forward(ids, tt, mask, keep_positions=np.array([[0, 2, 4], [4, 1, 0], [2, 1, 0]]), keep_cache=False)
     b = m.forward(ids, tt, mask, keep_positions=np.array([[4, 2, 0], [0, 1, 4], [0, 1, 2]]), keep_cache=False)
     np.testing.assert_array_equal(a.last_hidden_state, b.last_hidden_state)
 
 
 def test_bad_head_mask():
-    m = build(MobileBertModel, LAYOUTS["plain_bert"])
-    ids, tt, mask = batch(m.config, np.random.default_rng(0))
+    m = float64_model(MobileBertModel, LAYOUTS["plain_bert"])
+    ids, tt, mask = padded_batch(m.config, np.random.default_rng(0))
     with pytest.raises(ValueError, match="head_mask must have shape .*\\(4, 4\\)"):
         m.forward(ids, head_mask=np.ones((3, 4)))
     with pytest.raises(ValueError, match="width_mult must be in"):
@@ -133,9 +112,9 @@ def test_bad_head_mask():
 def test_width_equals_the_full_model_with_cut_parts_zeroed(layout, width):
     """Cut heads contribute nothing once their output columns are zero; cut neurons likewise.
     (The softmax of the kept heads never sees the cut ones, so this is exact.)"""
-    m = build(MobileBertForPreTraining, LAYOUTS[layout])
+    m = float64_model(MobileBertForPreTraining, LAYOUTS[layout])
     cfg, P, pre = m.config, m.params, m.base_prefix
-    ids, tt, mask = batch(cfg, np.random.default_rng(1))
+    ids, tt, mask = padded_batch(cfg, np.random.default_rng(1))
     sub = m.forward(ids, tt, mask, width_mult=width, output_hidden_states=True, keep_cache=False)
     a = subnetwork_heads(cfg.num_attention_heads, width) * cfg.head_size
     n = subnetwork_neurons(cfg.num_attention_heads, cfg.intermediate_size, width)
@@ -150,14 +129,14 @@ def test_width_equals_the_full_model_with_cut_parts_zeroed(layout, width):
     for hs, hf in zip(sub.hidden_states, full.hidden_states):
         assert rel(hs, hf) < 1e-12
     if width < 1:  # and the sub-network is really narrower: its own outputs differ from the uncut model
-        m2 = build(MobileBertForPreTraining, LAYOUTS[layout])
+        m2 = float64_model(MobileBertForPreTraining, LAYOUTS[layout])
         assert rel(m2.forward(ids, tt, mask, keep_cache=False).prediction_logits, sub.prediction_logits) > 1e-3
 
 
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 @pytest.mark.parametrize("depth", [0.5, 0.75])
 def test_depth_equals_a_model_of_the_kept_layers(layout, depth):
-    m = build(MobileBertForSequenceClassification, LAYOUTS[layout])
+    m = float64_model(MobileBertForSequenceClassification, LAYOUTS[layout])
     cfg, pre = m.config, m.base_prefix
     kept = depth_layers(cfg.num_hidden_layers, depth)
     small = MobileBertForSequenceClassification(cfg.replace(num_hidden_layers=len(kept)), dtype=np.float64).eval()
@@ -167,7 +146,7 @@ def test_depth_equals_a_model_of_the_kept_layers(layout, depth):
             j, rest = name[len(pre + "encoder.layer."):].split(".", 1)
             src = f"{pre}encoder.layer.{kept[int(j)]}.{rest}"
         small.params[name][...] = m.params[src]
-    ids, tt, mask = batch(cfg, np.random.default_rng(2))
+    ids, tt, mask = padded_batch(cfg, np.random.default_rng(2))
     a = m.forward(ids, tt, mask, depth_mult=depth, output_hidden_states=True, output_attentions=True,
                   keep_cache=False)
     b = small.forward(ids, tt, mask, output_hidden_states=True, output_attentions=True, keep_cache=False)
@@ -179,8 +158,8 @@ def test_depth_equals_a_model_of_the_kept_layers(layout, depth):
 
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 def test_keeping_every_token_equals_no_dropping(layout):
-    m = build(MobileBertForPreTraining, LAYOUTS[layout])
-    ids, tt, mask = batch(m.config, np.random.default_rng(3))
+    m = float64_model(MobileBertForPreTraining, LAYOUTS[layout])
+    ids, tt, mask = padded_batch(m.config, np.random.default_rng(3))
     B, T = ids.shape
     every = np.array([np.random.default_rng(b).permutation(T) for b in range(B)])
     a = m.forward(ids, tt, mask, keep_positions=every, keep_cache=False)
@@ -218,8 +197,8 @@ def token_dropping_reference(m, ids, tt, mask, keep, split):
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 @pytest.mark.parametrize("split", [0, 1, 2])
 def test_token_dropping_equals_the_reference(layout, split):
-    m = build(MobileBertModel, LAYOUTS[layout])
-    ids, tt, mask = batch(m.config, np.random.default_rng(4))
+    m = float64_model(MobileBertModel, LAYOUTS[layout])
+    ids, tt, mask = padded_batch(m.config, np.random.default_rng(4))
     keep = np.array([[0, 3, 5], [1, 2, 6], [0, 1, 4]])  # row 1 keeps padding (6), row 2 drops a real token
     out = m.forward(ids, tt, mask, keep_positions=keep, split_layer=split, output_hidden_states=True,
                     output_attentions=True, keep_cache=False)
@@ -231,8 +210,8 @@ def test_token_dropping_equals_the_reference(layout, split):
 
 
 def test_head_mask_of_ones_changes_nothing_and_zeros_remove_a_head():
-    m = build(MobileBertModel, LAYOUTS["plain_bert"])
-    ids, tt, mask = batch(m.config, np.random.default_rng(5))
+    m = float64_model(MobileBertModel, LAYOUTS["plain_bert"])
+    ids, tt, mask = padded_batch(m.config, np.random.default_rng(5))
     base = m.forward(ids, tt, mask, keep_cache=False).last_hidden_state
     ones = m.forward(ids, tt, mask, head_mask=np.ones((4, 4)), keep_cache=False).last_hidden_state
     np.testing.assert_array_equal(base, ones)
@@ -252,7 +231,7 @@ def check(report):
 
 
 def pretraining_inputs(cfg, rng, **extra):
-    ids, tt, mask = batch(cfg, rng)
+    ids, tt, mask = padded_batch(cfg, rng)
     labels = np.where((rng.random(ids.shape) < 0.5) & (mask > 0), ids, -100)
     labels[0, 1], labels[1, 4] = ids[0, 1], ids[1, 4]
     return dict(input_ids=ids, token_type_ids=tt, attention_mask=mask, labels=labels,
@@ -262,7 +241,7 @@ def pretraining_inputs(cfg, rng, **extra):
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 @pytest.mark.parametrize("width, depth", [(0.5, 1.0), (0.75, 0.5), (0.25, 0.75)])
 def test_subnetwork_backward(layout, width, depth):
-    m = build(MobileBertForPreTraining, LAYOUTS[layout])
+    m = float64_model(MobileBertForPreTraining, LAYOUTS[layout])
     inputs = pretraining_inputs(m.config, np.random.default_rng(6), width_mult=width, depth_mult=depth)
     dropped = set(range(m.config.num_hidden_layers)) - set(depth_layers(m.config.num_hidden_layers, depth))
     unused = [n for n in m.params if any(f"encoder.layer.{i}." in n for i in dropped)]  # no gradient at all
@@ -283,9 +262,9 @@ def test_subnetwork_backward(layout, width, depth):
 
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 def test_head_mask_backward(layout):
-    m = build(MobileBertForSequenceClassification, LAYOUTS[layout].replace(num_labels=3))
+    m = float64_model(MobileBertForSequenceClassification, LAYOUTS[layout].replace(num_labels=3))
     rng = np.random.default_rng(7)
-    ids, tt, mask = batch(m.config, rng)
+    ids, tt, mask = padded_batch(m.config, rng)
     hm = rng.uniform(0.5, 1.5, (4, 4))
     hm[1, 2] = 0.0  # a head switched off still gets its importance
     inputs = dict(input_ids=ids, token_type_ids=tt, attention_mask=mask, labels=np.array([0, 2, 1]),
@@ -308,7 +287,7 @@ def test_head_mask_backward(layout):
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 def test_token_dropping_backward(layout):
     """Padding, a keep set that leaves out some labelled positions, gradients through split and merge."""
-    m = build(MobileBertForPreTraining, LAYOUTS[layout])
+    m = float64_model(MobileBertForPreTraining, LAYOUTS[layout])
     rng = np.random.default_rng(8)
     keep = np.array([[0, 3, 5, 6], [1, 2, 4, 6], [0, 1, 2, 5]])
     inputs = pretraining_inputs(m.config, rng, keep_positions=keep)
@@ -319,9 +298,9 @@ def test_token_dropping_backward(layout):
 def test_token_dropping_backward_with_output_gradients_and_depth():
     """Gradients sent in on hidden states of every length and on the split layer's attentions."""
     cfg = LAYOUTS["released_student"].replace(num_hidden_layers=6)
-    m = build(MobileBertModel, cfg)
+    m = float64_model(MobileBertModel, cfg)
     rng = np.random.default_rng(9)
-    ids, tt, mask = batch(cfg, rng)
+    ids, tt, mask = padded_batch(cfg, rng)
     keep = np.array([[0, 2, 6], [4, 1, 0], [2, 0, 5]])
     inputs = dict(input_ids=ids, token_type_ids=tt, attention_mask=mask, keep_positions=keep, depth_mult=0.75,
                   split_layer=1, output_hidden_states=True, output_attention_scores=True, output_attentions=True)

@@ -6,13 +6,12 @@ no dropping, gradient checks in every layout) are proven in tests/test_plan.py.
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
+from conftest import kill_midway_then_resume, train_losses
 
 from tinymobilebert import BertTokenizer, MobileBertForMaskedLM, MobileBertForPreTraining
 from tinymobilebert import MobileBertForSequenceClassification
@@ -318,13 +317,6 @@ def test_a_model_pretrained_with_dropping_is_a_plain_model(tmp_path):
 
 
 # ---------------------------------------------------------------------------------- the workflow and CLI
-@pytest.fixture(scope="module")
-def corpus_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("corpus") / "docs.txt"
-    path.write_text("\n\n\n".join(d.text for d in builtin_corpus()[:40]))
-    return str(path)
-
-
 SMALL = {"hidden_size": 32, "embedding_size": 16, "intra_bottleneck_size": 16, "intermediate_size": 32,
          "num_hidden_layers": 3, "num_attention_heads": 2, "max_position_embeddings": 32}
 
@@ -336,40 +328,24 @@ def pretrain_cmd(out, corpus, steps, *extra):
             "--no-progress", "--token-dropping", "0.5", *extra]
 
 
-def train_losses(out):
-    return [(r["step"], r["loss"]) for r in read_log(out) if r["split"] == "train"]
-
-
-def test_killed_process_resumes_exactly_with_token_dropping(tmp_path, corpus_file):
+def test_killed_process_resumes_exactly_with_token_dropping(tmp_path, run_corpus):
     from safetensors.numpy import load_file
 
     steps = 80
     whole = tmp_path / "whole"
-    subprocess.run(pretrain_cmd(whole, corpus_file, steps), check=True, capture_output=True, timeout=300)
+    subprocess.run(pretrain_cmd(whole, run_corpus, steps), check=True, capture_output=True, timeout=300)
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(pretrain_cmd(killed, corpus_file, steps), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while time.time() < deadline:  # kill it once it has saved a checkpoint and run on past it
-        if os.path.exists(killed / "log.jsonl") and len(train_losses(killed)) >= 25:
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    stopped_at = len(train_losses(killed))
-    assert 25 <= stopped_at < steps, f"the run was not killed mid-way (stopped at {stopped_at})"
-    subprocess.run(pretrain_cmd(killed, corpus_file, steps) + ["--resume"], check=True, capture_output=True,
-                   timeout=300)
+    kill_midway_then_resume(pretrain_cmd(killed, run_corpus, steps), killed, train_losses, at_least=25, total=steps)
     assert train_losses(killed) == train_losses(whole)  # every step's loss, bit for bit
     a, b = load_file(whole / "token_importance.safetensors"), load_file(killed / "token_importance.safetensors")
     np.testing.assert_array_equal(a["scores"], b["scores"])
     assert int(a["steps"][0]) == steps
 
 
-def test_workflow_logs_held_out_metrics_with_and_without_dropping(tmp_path, corpus_file):
+def test_workflow_logs_held_out_metrics_with_and_without_dropping(tmp_path, run_corpus):
     from tinymobilebert import workflows as wf
 
-    r = wf.pretrain(tmp_path / "pre", corpus=corpus_file, vocab_size=300, config=SMALL, steps=6, batch_size=8,
+    r = wf.pretrain(tmp_path / "pre", corpus=run_corpus, vocab_size=300, config=SMALL, steps=6, batch_size=8,
                     max_length=32, warmup=2, eval_every=3, save_every=0, progress=False, token_dropping=0.5,
                     split_layer=0)
     table = TokenImportance.load(tmp_path / "pre" / "token_importance.safetensors")
@@ -393,19 +369,19 @@ def test_workflow_logs_held_out_metrics_with_and_without_dropping(tmp_path, corp
     (["--token-dropping", "0.5", "--split-layer", "3"], 1, "error: --split-layer: split_layer must be an integer in "
                                                            "[0, 2]"),
 ])
-def test_cli_errors(tmp_path, corpus_file, extra, status, message):
-    cmd = [sys.executable, "-m", "tinymobilebert", "pretrain", "--out", str(tmp_path / "x"), "--corpus", corpus_file,
+def test_cli_errors(tmp_path, run_corpus, extra, status, message):
+    cmd = [sys.executable, "-m", "tinymobilebert", "pretrain", "--out", str(tmp_path / "x"), "--corpus", run_corpus,
            "--vocab-size", "300", *extra]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert out.returncode == status and message in out.stderr, out.stderr
     assert not (tmp_path / "x" / "run.json").exists()  # refused before anything was written
 
 
-def test_a_split_layer_out_of_range_fails_before_training(tmp_path, corpus_file):
+def test_a_split_layer_out_of_range_fails_before_training(tmp_path, run_corpus):
     from tinymobilebert import workflows as wf
 
     with pytest.raises(ValueError, match="--split-layer: split_layer must be an integer in \\[0, 1\\]"):
-        wf.pretrain(tmp_path / "pre", corpus=corpus_file, vocab_size=300, config=SMALL, steps=2, batch_size=8,
+        wf.pretrain(tmp_path / "pre", corpus=run_corpus, vocab_size=300, config=SMALL, steps=2, batch_size=8,
                     max_length=32, warmup=1, progress=False, token_dropping=0.5, split_layer=2)
 
 

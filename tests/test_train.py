@@ -1,45 +1,24 @@
 """Training: the loop, checkpoints, exact resume (including a real process killed mid-run), the CLI."""
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 
+from conftest import (TINY_MODEL, kill_midway_then_resume, pretrain_argv, synthetic_batches, synthetic_trainer,
+                      train_losses)
+
 from tinymobilebert import MobileBertForPreTraining
 from tinymobilebert.config import tiny
-from tinymobilebert.data import builtin_corpus
-from tinymobilebert.optim import AdamW, LinearWarmupDecay
-from tinymobilebert.train import Trainer, latest_checkpoint, read_log, save_training_checkpoint
-
-SMALL = {"hidden_size": 32, "embedding_size": 16, "intra_bottleneck_size": 16, "intermediate_size": 32,
-         "num_hidden_layers": 1, "num_attention_heads": 2, "max_position_embeddings": 32}
-
-
-def synthetic_batches(epoch, start, n=5):
-    for k in range(start, n):
-        rng = np.random.default_rng([7, epoch, k])
-        ids = rng.integers(5, 99, (4, 10))
-        labels = np.where(rng.random((4, 10)) < 0.3, ids, -100)
-        labels[:, 1] = ids[:, 1]
-        yield dict(input_ids=ids, attention_mask=np.ones_like(ids), labels=labels,
-                   next_sentence_label=rng.integers(0, 2, 4), mlm_positions="labelled")
-
-
-def make(out, steps, save_every=4):
-    m = MobileBertForPreTraining(tiny(hidden_dropout_prob=0.1), seed=0)
-    opt = AdamW(m.store, lr=1e-3, schedule=LinearWarmupDecay(2, 12), max_grad_norm=1.0)
-    return Trainer(m, opt, synthetic_batches, out, max_steps=steps, save_every=save_every, progress=False)
-
+from tinymobilebert.optim import AdamW
+from tinymobilebert.train import Trainer, latest_checkpoint, read_log
 
 def test_resume_in_process_is_exact(tmp_path):
-    make(tmp_path / "a", 12).train()
-    make(tmp_path / "b", 7).train()  # saves at 4 and at its end (7)
-    t = make(tmp_path / "b", 12)
+    synthetic_trainer(tmp_path / "a", 12).train()
+    synthetic_trainer(tmp_path / "b", 7).train()  # saves at 4 and at its end (7)
+    t = synthetic_trainer(tmp_path / "b", 12)
     assert t.resume() and t.state == {"step": 7, "epoch": 1, "batch": 2}
     t.train()
     a = [r["loss"] for r in read_log(tmp_path / "a")]
@@ -62,7 +41,7 @@ class RunningMean:
 
 def make_custom(out, steps):
     """A custom step: the MLM loss at half weight, a running mean of the NSP logits kept as extra state."""
-    t = make(out, steps)
+    t = synthetic_trainer(out, steps)
     tracker = RunningMean()
 
     def step(model, batch):
@@ -86,14 +65,14 @@ def test_custom_step_and_extra_state_resume_exactly(tmp_path):
     a, b = read_log(tmp_path / "a"), read_log(tmp_path / "b")
     assert [r["step"] for r in b] == list(range(1, 13))
     assert [(r["loss"], r["tracked"], r["count"]) for r in a] == [(r["loss"], r["tracked"], r["count"]) for r in b]
-    t2 = make(tmp_path / "b", 12)
+    t2 = synthetic_trainer(tmp_path / "b", 12)
     t2.extra_state = {"other": RunningMean()}
     with pytest.raises(ValueError, match="no state for 'other'"):
         t2.resume()
 
 
 def test_checkpoints_are_pruned_and_latest_points_at_the_newest(tmp_path):
-    t = make(tmp_path, 12, save_every=2)
+    t = synthetic_trainer(tmp_path, 12, save_every=2)
     t.train()
     root = tmp_path / "checkpoints"
     assert sorted(p.name for p in root.iterdir()) == ["latest", "step-00000010", "step-00000012"]
@@ -102,7 +81,7 @@ def test_checkpoints_are_pruned_and_latest_points_at_the_newest(tmp_path):
 
 
 def test_a_checkpoint_interrupted_while_written_is_never_used(tmp_path):
-    t = make(tmp_path, 4, save_every=4)
+    t = synthetic_trainer(tmp_path, 4, save_every=4)
     t.train()
     tmp = tmp_path / "checkpoints" / "step-00000008.tmp-999"  # what a kill mid-save leaves
     tmp.mkdir()
@@ -134,44 +113,16 @@ def test_trainer_argument_errors(tmp_path):
 
 
 # ------------------------------------------------------------------------------ real processes
-@pytest.fixture(scope="module")
-def corpus_file(tmp_path_factory):
-    """A small real-text corpus: a few standard-library modules' docstrings."""
-    docs = builtin_corpus()[:40]
-    path = tmp_path_factory.mktemp("corpus") / "docs.txt"
-    path.write_text("\n\n\n".join(d.text for d in docs))
-    return str(path)
+PRETRAIN_FLAGS = ("--save-every", "10", "--eval-every", "0", "--warmup", "5")
 
 
-def pretrain_cmd(out, corpus, steps):
-    return [sys.executable, "-m", "tinymobilebert", "pretrain", "--out", str(out), "--corpus", corpus,
-            "--steps", str(steps), "--batch-size", "8", "--max-length", "32", "--vocab-size", "300",
-            "--save-every", "10", "--eval-every", "0", "--warmup", "5", "--config", json.dumps(SMALL),
-            "--no-progress"]
-
-
-def train_losses(out):
-    return [(r["step"], r["loss"]) for r in read_log(out) if r["split"] == "train"]
-
-
-def test_killed_process_resumes_exactly(tmp_path, corpus_file):
+def test_killed_process_resumes_exactly(tmp_path, run_corpus):
     steps = 120
-    whole = tmp_path / "whole"
-    subprocess.run(pretrain_cmd(whole, corpus_file, steps), check=True, capture_output=True, timeout=300)
-    killed = tmp_path / "killed"
-    proc = subprocess.Popen(pretrain_cmd(killed, corpus_file, steps), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while time.time() < deadline:  # kill it once it has saved a checkpoint and run on past it
-        if os.path.exists(killed / "log.jsonl") and len(train_losses(killed)) >= 25:
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    stopped_at = len(train_losses(killed))
-    assert 25 <= stopped_at < steps, f"the run was not killed mid-way (stopped at {stopped_at})"
-    subprocess.run(pretrain_cmd(killed, corpus_file, steps) + ["--resume"], check=True, capture_output=True,
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    subprocess.run(pretrain_argv(whole, run_corpus, steps, *PRETRAIN_FLAGS), check=True, capture_output=True,
                    timeout=300)
+    kill_midway_then_resume(pretrain_argv(killed, run_corpus, steps, *PRETRAIN_FLAGS), killed, train_losses,
+                            at_least=25, total=steps)
     assert train_losses(killed) == train_losses(whole)  # every step's loss, bit for bit
     assert (killed / "model" / "model.safetensors").exists()
 
@@ -183,20 +134,20 @@ def test_every_subcommand_has_help(command):
     assert out.returncode == 0 and "usage:" in out.stdout
 
 
-def test_finetune_evaluate_and_plot(tmp_path, corpus_file):
+def test_finetune_evaluate_and_plot(tmp_path, run_corpus):
     from tinymobilebert import workflows as wf
     from tinymobilebert.cli import main
 
-    pre = wf.pretrain(tmp_path / "pre", corpus=corpus_file, vocab_size=300, config=SMALL, steps=10, batch_size=8,
+    pre = wf.pretrain(tmp_path / "pre", corpus=run_corpus, vocab_size=300, config=TINY_MODEL, steps=10, batch_size=8,
                       max_length=32, warmup=2, eval_every=5, save_every=0, progress=False)
     assert pre["last_dev"]["mlm_accuracy"] >= 0 and pre["steps"] == 10
-    docs = wf.load_documents(corpus_file)
+    docs = wf.load_documents(run_corpus)
     task = wf.load_task("word_order", docs, seed=0, max_train=64, max_dev=32)
     ft = wf.finetune(tmp_path / "ft", task, model_dir=tmp_path / "pre" / "model", steps=6, batch_size=8,
                      max_length=32, warmup=1, eval_every=3, progress=False)
     assert 0 <= ft["dev_accuracy"] <= 1 and 0 <= ft["bow_dev_accuracy"] <= 1
     assert json.loads((tmp_path / "ft" / "summary.json").read_text())["task"] == "word_order"
-    ev = wf.evaluate(tmp_path / "pre" / "model", corpus=corpus_file, max_length=32, batch_size=8)
+    ev = wf.evaluate(tmp_path / "pre" / "model", corpus=run_corpus, max_length=32, batch_size=8)
     assert 0 <= ev["mlm_accuracy"] <= 1
     assert main(["plot", str(tmp_path / "pre"), str(tmp_path / "ft"), "--out", str(tmp_path / "c.png")]) == 0
     assert (tmp_path / "c.png").stat().st_size > 1000

@@ -4,7 +4,6 @@ Tutorials are percent-format ``.py`` files (open them as notebooks with jupytext
 a fresh namespace, in a temporary working directory, with matplotlib drawing off-screen.
 """
 
-import os
 import runpy
 from pathlib import Path
 
