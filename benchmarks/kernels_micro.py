@@ -175,8 +175,9 @@ def main(argv=None):
         line += "".join(f" {tw / t:6.1f}" for t in nb)
         print(line)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(per, f, indent=1)
+        from tinymobilebert.atomic import write_text_atomic
+
+        write_text_atomic(args.json, json.dumps(per, indent=1))
     return per
 
 

@@ -69,9 +69,9 @@ def main(argv=None):
                    "test_seconds": test_seconds, "timed": not args.no_times, "commit": commit(),
                    "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
                    "command": "python benchmarks/readme_figures.py " + " ".join(argv or sys.argv[1:])}
-        with open(args.results, "w") as f:
-            json.dump(results, f, indent=2, sort_keys=True)
-            f.write("\n")
+        from tinymobilebert.atomic import write_text_atomic
+
+        write_text_atomic(args.results, json.dumps(results, indent=2, sort_keys=True) + "\n")
     with open(args.results) as f:
         results = json.load(f)
     update_readme(args.readme, results)

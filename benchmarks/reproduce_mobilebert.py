@@ -272,10 +272,10 @@ def write_tables(results, folder):
                      f"{100 * bow.get('next_sentence', float('nan')):.1f} | - |")
         lines.append("")
     lines += ["Per-seed values: `reproduce_mobilebert.json` beside this file.", ""]
-    with open(os.path.join(folder, "reproduce_mobilebert.md"), "w") as f:
-        f.write("\n".join(lines))
-    with open(os.path.join(folder, "reproduce_mobilebert.json"), "w") as f:
-        json.dump({"summary": s, **results}, f, indent=1)
+    from tinymobilebert.atomic import write_text_atomic
+
+    write_text_atomic(os.path.join(folder, "reproduce_mobilebert.md"), "\n".join(lines))
+    write_text_atomic(os.path.join(folder, "reproduce_mobilebert.json"), json.dumps({"summary": s, **results}, indent=1))
     plot(s, bow, os.path.join(folder, "reproduce_mobilebert.png"))
     print("\n".join(lines))
 

@@ -12,6 +12,7 @@ from collections import defaultdict
 
 import numpy as np
 
+from tinymobilebert.atomic import write_text_atomic
 from tinymobilebert.model import base, models
 from tinymobilebert.model.plan import encoder_plan
 
@@ -279,8 +280,7 @@ def render(saved: dict, out_dir: str) -> str:
         with open(notes) as f:
             lines += ["## What the numbers say", "", f.read().strip(), ""]
     text = "\n".join(lines) + "\n"
-    with open(os.path.join(out_dir, "token_dropping.md"), "w") as f:
-        f.write(text)
+    write_text_atomic(os.path.join(out_dir, "token_dropping.md"), text)
     return text
 
 

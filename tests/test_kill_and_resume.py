@@ -14,7 +14,7 @@ import sys
 import time
 
 import pytest
-from conftest import pretrain_argv
+from conftest import pretrain_argv, train_losses
 
 from tinymobilebert.train import read_log
 
@@ -70,10 +70,6 @@ elif moment in ("writing_state", "before_latest"):
 from tinymobilebert.cli import main
 sys.exit(main(argv))
 '''
-
-
-def train_losses(out):
-    return [(r["step"], r["loss"]) for r in read_log(out) if r["split"] == "train"]
 
 
 def dev_steps(out):
