@@ -227,11 +227,7 @@ def pretrain(out_dir, *, corpus=None, docs=None, exclude_documents=None, vocab=N
         dev_batches = pretraining_dev_batches(dev_data, B, s["eval_batches"])
 
         def evaluate(m):
-            metrics = evaluate_pretraining(m, dev_batches)
-            if dropping is not None:  # the same held-out batches, with the tokens dropping would drop
-                with_dropping = evaluate_pretraining(m, lambda: dropping.with_dropping(dev_batches()))
-                metrics.update({f"dropping_{k}": v for k, v in with_dropping.items() if k != "masked_tokens"})
-            return metrics
+            return evaluate_with_dropping(m, dev_batches, dropping)
 
     trainer = Trainer(model, opt, batches, out_dir, max_steps=s["steps"], evaluate=evaluate,
                       eval_every=s["eval_every"], save_every=s["save_every"], tokenizer=tok, progress=progress,
@@ -241,8 +237,7 @@ def pretrain(out_dir, *, corpus=None, docs=None, exclude_documents=None, vocab=N
     result = trainer.train()
     model.save_pretrained(os.path.join(out_dir, "model"), tokenizer=tok)
     if dropping is not None:
-        dropping.importance.save(os.path.join(out_dir, "token_importance.safetensors"))
-        result["token_importance"] = dropping.importance
+        result["token_importance"] = save_token_importance(dropping, out_dir)
     return {"out_dir": os.fspath(out_dir), "parameters": model.num_parameters(), "vocab_size": len(tok),
             "train_examples": train_data.num_examples, "dev_examples": dev_data.num_examples if dev_data else 0,
             "documents": len(docs), "prep_seconds": prep_seconds, "resumed": resumed, "settings": dict(s), **result}
@@ -262,6 +257,22 @@ def _token_dropping(s, cfg, tok):
     except ValueError as e:
         raise ValueError(f"--split-layer: {e}") from None
     return TokenDropping(TokenImportance.from_tokenizer(tok), keep=float(keep), split_layer=split)
+
+
+def evaluate_with_dropping(model, dev_batches, dropping=None) -> dict:
+    """Held-out MLM metrics without dropping and, with ``dropping`` (a TokenDropping), also on the
+    same batches with the tokens it would drop (``dropping_mlm_loss``, ...); nothing is learned."""
+    metrics = evaluate_pretraining(model, dev_batches)
+    if dropping is not None:
+        with_dropping = evaluate_pretraining(model, lambda: dropping.with_dropping(dev_batches()))
+        metrics.update({f"dropping_{k}": v for k, v in with_dropping.items() if k != "masked_tokens"})
+    return metrics
+
+
+def save_token_importance(dropping, out_dir):
+    """Write a run's final importance table to ``{out_dir}/token_importance.safetensors``; returns it."""
+    dropping.importance.save(os.path.join(out_dir, "token_importance.safetensors"))
+    return dropping.importance
 
 
 # ------------------------------------------------------------------------------------ fine-tune

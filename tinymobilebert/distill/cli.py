@@ -63,7 +63,7 @@ def _json_object(text):
 
 def add_parser(sub) -> None:
     """The ``distill`` sub-command (flags default to "not given", as every training command's)."""
-    from ..cli import _add_output_flags
+    from ..cli import _add_output_flags, _keep_ratio
 
     p = sub.add_parser(
         "distill", help="distil a MobileBERT student from an IB-BERT teacher (PKT/JKT/AKT, then PD)",
@@ -110,6 +110,12 @@ def add_parser(sub) -> None:
                    help="mean/variance against the paired teacher layer (same, default) or all of them (the "
                         "released code)")
     p.add_argument("--padding-aware", action="store_const", const=True, help="leave padding out of the layer-wise terms")
+    p.add_argument("--token-dropping", type=_keep_ratio, metavar="KEEP",
+                   help="token dropping in PD: the student keeps this share of each sequence's tokens (e.g. 0.5) in "
+                        "the layers after the split, the teacher reads them all (not with akt, --no-pd or --task; "
+                        "default: no dropping)")
+    p.add_argument("--split-layer", type=int, metavar="N",
+                   help="token dropping's split layer in the student (default: layers/2 - 1)")
     p.add_argument("--corpus", help="a .txt/.md file or folder (default: the built-in corpus)")
     p.add_argument("--dev-fraction", type=float, help="share of the text held out (default 0.05)")
     p.add_argument("--split-seed", type=int, help="which documents are held out (default --seed: keep the teacher's)")
@@ -130,6 +136,10 @@ def run(args) -> dict:
     progress = False if args.no_progress else None
     common = dict(resume=args.resume, overwrite=args.overwrite, progress=progress, progress_every=args.progress_every)
     if args.task is not None:
+        for flag, value in (("--token-dropping", args.token_dropping), ("--split-layer", args.split_layer)):
+            if value is not None:
+                raise ValueError(f"{flag} is for pre-training distillation (PD); task distillation (--task) does "
+                                 "not drop tokens")
         r = runs.distill_task(args.out, args.task, args.teacher, args.student, alpha=args.alpha,
                               temperature=args.temperature, steps=args.steps, batch_size=args.batch_size,
                               max_length=args.max_length, lr=args.lr, seed=args.seed, corpus=args.corpus,
@@ -145,9 +155,13 @@ def run(args) -> dict:
                      mv_teacher_layers=args.mv_teacher_layers, padding_aware=args.padding_aware, corpus=args.corpus,
                      dev_fraction=args.dev_fraction, split_seed=args.split_seed, batch_size=args.batch_size,
                      max_length=args.max_length, seed=args.seed, eval_every=args.eval_every,
-                     save_every=args.save_every, **common)
+                     save_every=args.save_every, token_dropping=args.token_dropping, split_layer=args.split_layer,
+                     **common)
     dev = r["last_dev"] or {}
     print(f"distilled {r['parameters']:,} parameters ({' -> '.join(r['stages'])}) in {r['seconds']:.0f}s: held-out "
           f"MLM accuracy {dev.get('mlm_accuracy', float('nan')):.3f} (teacher {r['teacher_dev']['mlm_accuracy']:.3f}); "
           f"model in {args.out}/model")
+    if "token_importance" in r:
+        print(f"held-out with token dropping: MLM accuracy {dev.get('dropping_mlm_accuracy', float('nan')):.3f}; "
+              f"importance table in {args.out}/token_importance.safetensors")
     return r

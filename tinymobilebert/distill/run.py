@@ -42,7 +42,8 @@ DEFAULTS = dict(strategy="pkt", pd=True, student="mobilebert_small_student", stu
                 pd_steps=400, lr=1.5e-3, pd_lr=None, pd_warmup=None, batch_size=32, max_length=64, seed=0,
                 losses=list(LAYERWISE_LOSSES), mapping="uniform", weights=[100.0, 1.0, 5000.0, 5.0], alpha=0.5,
                 temperature=1.0, at_form="original", mv_teacher_layers="same", padding_aware=False, corpus=None,
-                dev_fraction=0.05, split_seed=None, eval_every=100, save_every=100, eval_batches=20)
+                dev_fraction=0.05, split_seed=None, eval_every=100, save_every=100, eval_batches=20,
+                token_dropping=None, split_layer=None)
 
 
 def student_config(name, vocab_size: int, overrides: dict | None = None):
@@ -107,12 +108,20 @@ def distill(out_dir, teacher=None, *, docs=None, resume=False, overwrite=False, 
     ``seed``'s split, as ``pretrain`` draws it; keep the teacher's, so the student is never
     evaluated on text the teacher learned), ``eval_every``, ``save_every``, ``eval_batches``.
 
+    ``token_dropping`` (a keep ratio in (0, 1], e.g. 0.5) and ``split_layer`` (default L/2 - 1):
+    token dropping in the student's PD steps (``steps.py`` module notes; not with AKT, nor with
+    ``pd=False``). Checked as ``pretrain``'s; the importance table is saved in every checkpoint,
+    held-out metrics are logged without and with dropping (``dropping_mlm_loss``, ...), and the
+    final table goes to ``{out}/token_importance.safetensors`` (the summary's
+    ``"token_importance"``). The saved student is a plain model.
+
     The folder is claimed as ``pretrain``'s (``train/run_folder.py``): ``resume`` continues a run
     exactly, ``overwrite`` replaces one; anything else in a folder holding a run is an error.
     """
     from ..train.run_folder import RunFolder
     from ..train.settings import check_training_settings, corpus_fingerprint
-    from ..workflows import BUILTIN, IN_PYTHON, _path_setting, load_documents
+    from ..workflows import (BUILTIN, IN_PYTHON, _path_setting, _token_dropping, evaluate_with_dropping,
+                             load_documents, save_token_importance)
 
     unknown = sorted(set(settings) - set(DEFAULTS))
     if unknown:
@@ -131,6 +140,12 @@ def distill(out_dir, teacher=None, *, docs=None, resume=False, overwrite=False, 
     cfg = student_config(s["student"], len(tok), s["student_config"])
     plan = check_pairing(cfg, teacher_model.config, s)
     schedule = build_schedule(s, cfg.num_hidden_layers)
+    dropping = _token_dropping(s, cfg, tok)  # None without --token-dropping
+    if dropping is not None and s["strategy"] == "akt":
+        raise ValueError("--token-dropping does not combine with --strategy akt: AKT's PD carries the layer-wise "
+                         "terms, which compare full per-layer maps (use pkt, jkt or pd)")
+    if dropping is not None and not s["pd"] and s["strategy"] != "pd":
+        raise ValueError("--token-dropping drops tokens in PD only, and --no-pd leaves no PD stage")
     student = MobileBertForPreTraining(cfg, seed=s["seed"])
     copied = copy_from_teacher(student, teacher_model) if schedule.copies_from_teacher else []
     if docs is None:
@@ -155,7 +170,8 @@ def distill(out_dir, teacher=None, *, docs=None, resume=False, overwrite=False, 
     opt = lamb_for(student.store, schedule)
     step_fn = DistillationStep(teacher_model, schedule, plan, opt, LossWeights(*s["weights"]), alpha=s["alpha"],
                                temperature=s["temperature"], at_form=s["at_form"],
-                               mv_teacher_layers=s["mv_teacher_layers"], padding_aware=s["padding_aware"])
+                               mv_teacher_layers=s["mv_teacher_layers"], padding_aware=s["padding_aware"],
+                               token_dropping=dropping)
     B = s["batch_size"]
 
     def batches(epoch, start):
@@ -169,17 +185,23 @@ def distill(out_dir, teacher=None, *, docs=None, resume=False, overwrite=False, 
 
     teacher_dev = evaluate_pretraining(teacher_model, dev_batches)
     trainer = Trainer(student, opt, batches, out_dir, max_steps=schedule.total_steps,
-                      evaluate=lambda m: evaluate_pretraining(m, dev_batches), eval_every=s["eval_every"],
+                      evaluate=lambda m: evaluate_with_dropping(m, dev_batches, dropping), eval_every=s["eval_every"],
                       save_every=s["save_every"], tokenizer=tok, progress=progress, progress_every=progress_every,
-                      description=schedule.stage_name, step_fn=step_fn)
+                      description=schedule.stage_name, step_fn=step_fn,
+                      extra_state={"token_importance": dropping} if dropping is not None else None)
     resumed = trainer.resume() if run.resuming else False
     result = trainer.train()
     student.save_pretrained(os.path.join(out_dir, "model"), tokenizer=tok)
+    importance = save_token_importance(dropping, out_dir) if dropping is not None else None
     summary = {"out_dir": os.fspath(out_dir), "strategy": s["strategy"], "stages": [st.name for st in schedule.stages],
                "parameters": student.num_parameters(), "teacher_parameters": teacher_model.num_parameters(),
                "teacher_dev": teacher_dev, "resumed": resumed, "settings": dict(s),
                "total_seconds": time.perf_counter() - t0, **result}
+    if importance is not None:
+        summary["token_importance"] = "token_importance.safetensors"  # summary.json names the file
     write_json(os.path.join(out_dir, "summary.json"), _jsonable(summary))
+    if importance is not None:
+        summary["token_importance"] = importance  # the returned summary holds the table, as pretrain's
     return summary
 
 

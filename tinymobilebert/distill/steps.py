@@ -20,6 +20,15 @@ Logged each step, next to the learning rate of every layer group (``lr_layer_{l}
     pd_mlm, nsp_loss, pd_loss PD: MLM against the mixed target, NSP cross-entropy, their sum
     mlm_loss                  PD: the student's plain MLM cross-entropy (not trained on; a gauge)
     stage                     index of the stage in ``schedule.stages``
+    kept_share                PD with token dropping: the share of each sequence's tokens kept (k / T)
+
+Token dropping (``token_dropping``, a ``token_dropping.TokenDropping``) applies to PD steps only:
+the student's forward pass gets the positions the importance table keeps (the split and merge
+of ``model.plan``), and after it the table learns from the student's per-token MLM losses. The
+teacher always reads the whole sequence: its MLM logits at every labelled position are the
+target, and the dropped tokens are still predicted by the student's last layer. Layer-wise steps
+never drop, since FMT, AT and mean/variance compare full per-layer maps; for the same reason AKT,
+whose PD carries every layer's terms, is refused with dropping.
 
 Dropout is off in the student at every step (the original builds both models with
 ``is_training=False``); the trainer's ``train()`` mode is overridden here, not in the config, so
@@ -31,6 +40,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..losses import cross_entropy_backward_mean, cross_entropy_forward_mean
+from ..token_dropping import TokenDropping
 from .attention import attention_transfer_backward, attention_transfer_forward
 from .feature_map import feature_map_transfer_backward, feature_map_transfer_forward
 from .logits import (mlm_distillation_backward, mlm_distillation_forward, soft_cross_entropy_backward,
@@ -122,14 +132,25 @@ class DistillationStep:
     mv_teacher_layers : "same" (per layer, the fix) or "all" (the released code's behaviour)
     padding_aware : bool
         Leave padded positions out of the layer-wise terms (default False: the original counts them).
+    token_dropping : TokenDropping, optional
+        Drop tokens in the student's PD steps and learn their importance there (module notes);
+        not with ``strategy="akt"``.
     """
 
     def __init__(self, teacher, schedule, plan, optimizer, weights: LossWeights = LossWeights(), *, alpha=0.5,
-                 temperature=1.0, at_form="original", mv_teacher_layers="same", padding_aware=False):
+                 temperature=1.0, at_form="original", mv_teacher_layers="same", padding_aware=False,
+                 token_dropping=None):
+        if token_dropping is not None:
+            if not isinstance(token_dropping, TokenDropping):
+                raise TypeError(f"token_dropping must be a TokenDropping, got {type(token_dropping).__name__}")
+            if schedule.strategy == "akt":
+                raise ValueError("token dropping does not combine with strategy akt: AKT's PD carries every layer's "
+                                 "layer-wise terms, which compare full per-layer maps (use pkt, jkt or pd)")
         self.teacher, self.schedule, self.plan, self.optimizer = teacher.eval(), schedule, plan, optimizer
         self.weights = weights.per_layer(schedule.num_layers)
         self.alpha, self.temperature, self.at_form = alpha, temperature, at_form
         self.mv_teacher_layers, self.padding_aware = mv_teacher_layers, padding_aware
+        self.token_dropping = token_dropping
 
     def __call__(self, student, batch: dict) -> dict:
         step = self.optimizer.step_count
@@ -149,10 +170,15 @@ class DistillationStep:
                              temperature=self.temperature)
         B, T = np.shape(batch["input_ids"])
         labels = batch["labels"] if pd else np.full((B, T), -100, np.int64)  # no MLM rows in a layer-wise stage
+        drop = self.token_dropping if pd and not layers else None  # only the student's PD forward drops
+        dropping = drop.plan_options(batch) if drop is not None else {}  # keep_positions (B, k), split_layer
         out_s = student.forward(batch["input_ids"], batch.get("token_type_ids"), batch.get("attention_mask"),
                                 labels=labels, next_sentence_label=batch.get("next_sentence_label") if pd else None,
                                 output_hidden_states=need_hidden, output_attention_scores=need_scores,
-                                mlm_positions="labelled")
+                                mlm_positions="labelled", **dropping)
+        if drop is not None:
+            drop.learn(batch, out_s)  # the student's per-token MLM losses, (M,)
+            logged["kept_share"] = dropping["keep_positions"].shape[1] / T
         total, grads = 0.0, {}
         if layers:
             terms, total, grads = layerwise_terms(
