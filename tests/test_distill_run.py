@@ -90,6 +90,11 @@ def test_distill_run_folder(tmp_path, run_corpus, teacher_dir):
     (["--mapping", "0,1,1"], "the student has 2 layers"),
     (["--strategy", "akt", "--no-pd"], "--no-pd"),
     (["--steps-per-layer", "1"], "steps_per_layer >= 2"),
+    (["--token-dropping", "0.5", "--strategy", "akt"], "--token-dropping does not combine with --strategy akt"),
+    (["--token-dropping", "0.5", "--no-pd"], "--no-pd leaves no PD stage"),
+    (["--split-layer", "0"], "--split-layer 0 needs --token-dropping"),
+    (["--token-dropping", "0.5", "--split-layer", "1"], "--split-layer: split_layer must be an integer in [0, 0]"),
+    (["--task", "word_order", "--token-dropping", "0.5"], "task distillation (--task) does not drop tokens"),
 ])
 def test_bad_input_is_one_line(tmp_path, run_corpus, teacher_dir, args, message, capsys):
     from tinymobilebert.cli import main
@@ -154,3 +159,31 @@ def test_progress_names_the_current_stage(tmp_path, run_corpus, teacher_dir, cap
     for stage in ("PKT stage 1/2 (layer 0): step 1/6", "PKT stage 1/2 (layer 0): step 2/6",
                   "PKT stage 2/2 (layer 1): step 3/6", "PD: step 5/6"):
         assert stage in err, err
+
+
+def test_distill_with_token_dropping(tmp_path, run_corpus, teacher_dir, capsys):
+    from tinymobilebert.cli import main
+    from tinymobilebert.token_dropping import TokenImportance
+
+    r = distill(tmp_path / "run", teacher_dir, corpus=run_corpus, student="tiny", student_config=SHAPE,
+                steps_per_layer=2, pd_steps=4, batch_size=8, max_length=32, eval_every=0, save_every=0,
+                token_dropping=0.5, split_layer=0, progress=False)
+    settings = json.loads((tmp_path / "run" / "run.json").read_text())["settings"]
+    assert settings["token_dropping"] == 0.5 and settings["split_layer"] == 0
+    records = train_records(tmp_path / "run")
+    assert [("kept_share" in x) for x in records] == [False] * 4 + [True] * 4  # PD only
+    saved = TokenImportance.load(str(tmp_path / "run" / "token_importance.safetensors"))
+    assert r["token_importance"].steps == saved.steps == 4  # one update per PD step
+    np.testing.assert_array_equal(saved.scores, r["token_importance"].scores)
+    dev = r["last_dev"]
+    assert "dropping_mlm_loss" in dev and "mlm_loss" in dev and dev["dropping_mlm_loss"] != dev["mlm_loss"]
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["token_importance"] == \
+        "token_importance.safetensors"
+    # out of (0, 1]: the Python API and the command line refuse it, nothing written
+    with pytest.raises(ValueError, match=r"--token-dropping must be a share of tokens kept in \(0, 1\]"):
+        distill(tmp_path / "bad", teacher_dir, corpus=run_corpus, student="tiny", student_config=SHAPE,
+                token_dropping=1.5, progress=False)
+    with pytest.raises(SystemExit):
+        main(["distill", "--out", str(tmp_path / "bad"), "--teacher", teacher_dir, "--token-dropping", "0"])
+    assert "share of tokens kept in (0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

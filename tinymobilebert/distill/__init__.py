@@ -24,7 +24,8 @@ student's checkpoint).
 On top of the losses, MobileBERT's training itself: ``schedules`` (``TransferSchedule``: PKT's
 per-layer gates and warm-up, JKT, AKT, PD; which terms count and how fast each tensor learns at
 every step), ``teacher`` (loading it, its inference-lean pass, what the student copies from it),
-``steps`` (``DistillationStep`` and ``TaskDistillationStep``, the ``Trainer`` step functions),
+``steps`` (``DistillationStep``, optionally with token dropping in its PD steps, and
+``TaskDistillationStep``: the ``Trainer`` step functions),
 ``budget`` (equal training budgets for a distilled student and one trained alone) and ``run``
 (``distill`` and ``distill_task``: the runs behind ``python -m tinymobilebert distill``).
 """

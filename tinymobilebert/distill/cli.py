@@ -1,7 +1,8 @@
 """``python -m tinymobilebert distill``: the arguments and the call (the work is in ``run.py``).
 
 Two modes. Pre-training distillation (the default): a student preset learns from a pretrained
-teacher (``pretrain --model ib_bert_small_teacher``) by PKT, JKT or AKT, then PD. Task
+teacher (``pretrain --model ib_bert_small_teacher``) by PKT, JKT or AKT, then PD, where
+``--token-dropping`` lets the student drop tokens (PKT, JKT or PD alone). Task
 distillation (``--task``): a pretrained student directory is fine-tuned from a fine-tuned
 teacher's logits.
 """
@@ -71,6 +72,7 @@ def add_parser(sub) -> None:
                     "(AT) and hidden-state mean/variance, progressively (pkt: one stage per layer, learning-rate "
                     "gates 0/1/0.1 with a warm-up in every stage), jointly (jkt) or as auxiliary terms of PD (akt), "
                     "then pre-training distillation (PD: MLM against 0.5 one-hot + 0.5 teacher softmax, plus NSP). "
+                    "--token-dropping: the student drops its least important tokens in PD (Hou et al. 2022). "
                     "With --task: task distillation of a fine-tuned teacher's logits. Resumable with --resume.")
     p.add_argument("--teacher", help="the teacher: a run folder (pretrain --model ib_bert_small_teacher) or a model "
                    "directory; with --task, a fine-tuned classifier (required; recorded for --resume)")
