@@ -40,13 +40,21 @@ def train_records(out):
     return [{k: v for k, v in r.items() if k != "tokens_per_second"} for r in read_log(out) if r["split"] == "train"]
 
 
-def test_killed_distill_resumes_to_the_same_losses(tmp_path, run_corpus, teacher_dir):
+@pytest.mark.parametrize("extra, at_least", [([], 35), (["--token-dropping", "0.5"], 45)],
+                         ids=["plain", "token-dropping"])
+def test_killed_distill_resumes_to_the_same_losses(tmp_path, run_corpus, teacher_dir, extra, at_least):
     whole = tmp_path / "whole"
-    subprocess.run(distill_cmd(whole, teacher_dir, run_corpus), check=True, capture_output=True, timeout=300)
-    killed = tmp_path / "killed"  # killed in the PD stage, past a checkpoint
-    kill_midway_then_resume(distill_cmd(killed, teacher_dir, run_corpus), killed, train_records, at_least=35, total=60)
+    subprocess.run(distill_cmd(whole, teacher_dir, run_corpus, *extra), check=True, capture_output=True, timeout=300)
+    killed = tmp_path / "killed"  # killed in the PD stage, past a checkpoint (with dropping: one taken in PD)
+    kill_midway_then_resume(distill_cmd(killed, teacher_dir, run_corpus, *extra), killed, train_records,
+                            at_least=at_least, total=60)
     assert train_records(killed) == train_records(whole)  # every term and learning rate, bit for bit
     assert (killed / "model" / "model.safetensors").exists()
+    if extra:  # the importance table, restored from the checkpoint, ends the same
+        from safetensors.numpy import load_file
+
+        a, b = (load_file(str(d / "token_importance.safetensors")) for d in (whole, killed))
+        assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
 
 def test_distill_run_folder(tmp_path, run_corpus, teacher_dir):
