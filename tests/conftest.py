@@ -82,8 +82,8 @@ def synthetic_batches(epoch, start, n=5):
         ids = rng.integers(5, 99, (4, 10))
         labels = np.where(rng.random((4, 10)) < 0.3, ids, -100)
         labels[:, 1] = ids[:, 1]
-        yield dict(input_ids=ids, attention_mask=np.ones_like(ids), labels=labels,
-                   next_sentence_label=rng.integers(0, 2, 4), mlm_positions="labelled")
+        yield dict(input_ids=ids, token_type_ids=np.zeros_like(ids), attention_mask=np.ones_like(ids),
+                   labels=labels, next_sentence_label=rng.integers(0, 2, 4), mlm_positions="labelled")
 
 
 def synthetic_trainer(out, steps, save_every=4):

@@ -7,6 +7,7 @@ import copy
 
 import numpy as np
 import pytest
+from conftest import synthetic_batches
 from test_distill_steps import batch, check_step, pair
 
 from tinymobilebert import MobileBertForPreTraining
@@ -142,16 +143,6 @@ def test_akt_with_dropping_is_refused():
         step_for(student, teacher, "akt", 0, 3, 0, dropping())
     with pytest.raises(TypeError, match="TokenDropping"):
         step_for(student, teacher, "pd", 0, 3, 0, dropping().importance)
-
-
-def synthetic_batches(epoch, start, n=5):
-    for k in range(start, n):
-        rng = np.random.default_rng([7, epoch, k])
-        ids = rng.integers(5, 99, (4, 10))
-        labels = np.where(rng.random((4, 10)) < 0.3, ids, -100)
-        labels[:, 1] = ids[:, 1]
-        yield dict(input_ids=ids, token_type_ids=np.zeros_like(ids), attention_mask=np.ones_like(ids),
-                   labels=labels, next_sentence_label=rng.integers(0, 2, 4))
 
 
 def make(out, steps):
