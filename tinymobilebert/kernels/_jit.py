@@ -62,6 +62,24 @@ def jit(fn):
     return numba.njit(cache=True, nogil=True, fastmath=set(FASTMATH), error_model="numpy")(fn)
 
 
+# --------------------------------------------------------------------------------- row statistics
+@jit
+def row_mean_var(x, n):
+    """(mean, variance) of row ``n`` of x (N, C), in float64 whatever x's dtype: the mean, then
+    the mean squared deviation (two passes; steadier than E[x^2] - E[x]^2 on rows with a large
+    common offset). LayerNorm's statistics and the distillation losses' share it."""
+    C = x.shape[1]
+    s = 0.0
+    for c in range(C):
+        s += np.float64(x[n, c])
+    mu = s / C
+    ss = 0.0
+    for c in range(C):
+        d = np.float64(x[n, c]) - mu
+        ss += d * d
+    return mu, ss / C
+
+
 # --------------------------------------------------------------------------------- exp
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import jit, kernel, model_work, partial_rows, run_rows
+from ._jit import jit, kernel, model_work, partial_rows, row_mean_var, run_rows
 
 # single-threaded ns per element (benchmarks/kernels_micro.py), how run_rows decides to split
 _NS_FMT_FORWARD = 0.8
@@ -89,17 +89,9 @@ def row_moments_backward_numpy(x, mu, dmu, dvar):
 
 @jit
 def _row_stats(x, n, eps):
-    """(mean, rstd) of row n in float64: the mean, then the squared deviations (two passes)."""
-    H = x.shape[1]
-    s = 0.0
-    for c in range(H):
-        s += np.float64(x[n, c])
-    mu = s / H
-    ss = 0.0
-    for c in range(H):
-        d = np.float64(x[n, c]) - mu
-        ss += d * d
-    return mu, 1.0 / np.sqrt(ss / H + eps)
+    """(mean, rstd) of row n in float64 (``row_mean_var``'s two passes)."""
+    mu, var = row_mean_var(x, n)
+    return mu, 1.0 / np.sqrt(var + eps)
 
 
 @jit
@@ -171,18 +163,8 @@ def feature_map_loss_backward(a, b, mu_a, rstd_a, mu_b, rstd_b, row_coef):
 
 @jit
 def _moments_rows(x, mu, var, start, stop, chunk):
-    H = x.shape[1]
     for n in range(start, stop):
-        s = 0.0
-        for c in range(H):
-            s += np.float64(x[n, c])
-        m = s / H
-        ss = 0.0
-        for c in range(H):
-            d = np.float64(x[n, c]) - m
-            ss += d * d
-        mu[n] = m
-        var[n] = ss / H
+        mu[n], var[n] = row_mean_var(x, n)
 
 
 @kernel(twin=row_moments_numpy)

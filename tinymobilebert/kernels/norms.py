@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import jit, kernel, model_work, partial_rows, run_rows
+from ._jit import jit, kernel, model_work, partial_rows, row_mean_var, run_rows
 
 # single-threaded ns per element (benchmarks/kernels_micro.py), how run_rows decides to split
 _NS_FORWARD = {False: 0.3, True: 0.45}  # by layer_norm
@@ -97,15 +97,8 @@ def _norm_forward_rows(h, bias, residual, gamma, beta, eps, layer_norm, y, z, me
         else:
             for c in range(C):
                 z[n, c] = h[n, c] + bias[c]
-        s = 0.0  # float64 statistics
-        for c in range(C):
-            s += np.float64(z[n, c])
-        mu = s / C
-        ss = 0.0
-        for c in range(C):
-            d = np.float64(z[n, c]) - mu
-            ss += d * d
-        r = 1.0 / np.sqrt(ss / C + eps)
+        mu, var = row_mean_var(z, n)  # float64 statistics
+        r = 1.0 / np.sqrt(var + eps)
         mean[n] = mu
         rstd[n] = r
         m_t = z.dtype.type(mu)
