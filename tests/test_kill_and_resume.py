@@ -48,25 +48,21 @@ elif moment == "writing_weights":  # half of the second checkpoint's model.safet
     stn.save_file = half_then_stop
 elif moment in ("writing_state", "before_latest"):
     from tinymobilebert.train import checkpoints as ck
-    name = "wrapped"
+
+    def stop_before_second(attr, basename):  # ck.<attr>(path, ...) stops the 2nd time it writes <basename>
+        original = getattr(ck, attr)
+        def wrapped(path, *args):
+            if os.path.basename(path) == basename:
+                saves.append(path)
+                if len(saves) == 2:
+                    stop_here()
+            return original(path, *args)
+        setattr(ck, attr, wrapped)
+
     if moment == "writing_state":  # weights and optimizer of the second checkpoint written, its state not
-        write_json = ck.write_json
-        def wrapped(path, obj):
-            if os.path.basename(path) == "trainer_state.json":
-                saves.append(path)
-                if len(saves) == 2:
-                    stop_here()
-            return write_json(path, obj)
-        ck.write_json = wrapped
+        stop_before_second("write_json", "trainer_state.json")
     else:  # the second checkpoint renamed into place; `latest` not updated, nothing pruned yet
-        atomic_write = ck.atomic_write
-        def wrapped(path, write):
-            if os.path.basename(path) == "latest":
-                saves.append(path)
-                if len(saves) == 2:
-                    stop_here()
-            return atomic_write(path, write)
-        ck.atomic_write = wrapped
+        stop_before_second("atomic_write", "latest")
 from tinymobilebert.cli import main
 sys.exit(main(argv))
 '''
