@@ -145,6 +145,18 @@ def test_akt_with_dropping_is_refused():
         step_for(student, teacher, "pd", 0, 3, 0, dropping().importance)
 
 
+def test_a_nan_in_the_student_stops_the_pd_step_before_the_table_learns():
+    from tinymobilebert.diagnostics import NonFiniteError
+
+    student, teacher = pair()
+    student.params["mobilebert.embeddings.word_embeddings.weight"][...] = np.nan
+    td = dropping()
+    before = td.importance.scores.copy()
+    with pytest.raises(NonFiniteError, match="loss became nan.*embeddings"):
+        step_for(student, teacher, "pd", 0, 3, 1, td)(student, batch())
+    np.testing.assert_array_equal(td.importance.scores, before)
+
+
 def make(out, steps):
     """A PKT (2 stages of 2 steps) then PD (8 steps) distillation with dropping, as a Trainer."""
     teacher = MobileBertForPreTraining(ib_bert_tiny(num_hidden_layers=2), seed=1)

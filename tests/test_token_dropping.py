@@ -276,6 +276,17 @@ def test_the_step_drops_tokens_and_learns(tmp_path):
     assert {"loss", "mlm_loss", "nsp_loss"} <= set(read_log(tmp_path)[-1])
 
 
+def test_a_nan_stops_the_dropping_step_naming_its_block_and_leaves_the_table_alone(tmp_path):
+    from tinymobilebert.diagnostics import NonFiniteError
+
+    trainer, dropping = make(tmp_path, 3)
+    trainer.model.params["mobilebert.embeddings.word_embeddings.weight"][...] = np.nan
+    before = dropping.importance.scores.copy()
+    with pytest.raises(NonFiniteError, match="step 1: loss became nan.*embeddings"):
+        trainer.train()
+    np.testing.assert_array_equal(dropping.importance.scores, before)  # nothing learned from NaN losses
+
+
 @pytest.mark.parametrize("cfg", [tiny(hidden_dropout_prob=0.1, num_hidden_layers=4),
                                  bert_tiny(num_hidden_layers=4)], ids=["mobilebert", "bert"])
 def test_resume_in_process_is_exact_with_the_importance_table(tmp_path, cfg):

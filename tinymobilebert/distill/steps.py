@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..diagnostics import check_loss
 from ..losses import cross_entropy_backward_mean, cross_entropy_forward_mean
 from ..token_dropping import TokenDropping
 from .attention import attention_transfer_backward, attention_transfer_forward
@@ -176,6 +177,8 @@ class DistillationStep:
                                 labels=labels, next_sentence_label=batch.get("next_sentence_label") if pd else None,
                                 output_hidden_states=need_hidden, output_attention_scores=need_scores,
                                 mlm_positions="labelled", **dropping)
+        if pd:
+            check_loss(student, out_s)  # NaN/inf: stop before backward frees the caches that locate it
         if drop is not None:
             drop.learn(batch, out_s)  # the student's per-token MLM losses, (M,)
             logged["kept_share"] = dropping["keep_positions"].shape[1] / T

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..train.trainer import forward_backward, loss_scalars
 from .importance import TokenImportance
 
 
@@ -63,14 +64,9 @@ class TokenDropping:
         """One step's gradients (the ``Trainer``'s ``step_fn``): select, forward, backward, learn.
         Returns the scalars to log."""
         batch = {**batch, **self.plan_options(batch)}
-        out = model.forward(**batch)
-        model.backward()
+        out = forward_backward(model, batch)  # a NaN or inf loss stops there, naming its block
         self.learn(batch, out)
-        logged = {"loss": out.loss}
-        for key in ("mlm_loss", "nsp_loss"):
-            if getattr(out, key, None) is not None:
-                logged[key] = getattr(out, key)
-        return logged
+        return loss_scalars(out)
 
     # ------------------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:

@@ -50,17 +50,27 @@ def read_log(path) -> list[dict]:
     return records
 
 
-def default_step(model, batch) -> dict:
-    """forward(**batch) then backward(); logs the loss and, when the model reports them, its parts.
-    A NaN or inf loss stops here, before backward frees the caches that locate it."""
+def forward_backward(model, batch):
+    """forward(**batch), then backward(); returns the forward pass's outputs. A NaN or inf loss
+    stops here, before backward frees the caches that locate it."""
     out = model.forward(**batch)
     check_loss(model, out)  # NaN/inf: stop, naming the first non-finite block
     model.backward()
+    return out
+
+
+def loss_scalars(out) -> dict:
+    """What a step logs of its outputs: the loss and, when the model reports them, its parts."""
     logged = {"loss": out.loss}
     for key in ("mlm_loss", "nsp_loss"):
         if getattr(out, key, None) is not None:
             logged[key] = getattr(out, key)
     return logged
+
+
+def default_step(model, batch) -> dict:
+    """The plain training step: ``forward_backward``, then ``loss_scalars``."""
+    return loss_scalars(forward_backward(model, batch))
 
 
 class Trainer:
