@@ -59,6 +59,15 @@ def test_overwrite_deletes_the_old_run_first_and_resume_then_continues_the_new_o
     assert steps_logged(out) == [1, 2, 3, 4, 5, 6]
 
 
+def test_overwrite_removes_the_old_runs_token_importance_table(tmp_path, tiny_pretrain):
+    out = tmp_path / "run"
+    three_layers = {**tiny_pretrain, "config": {**tiny_pretrain["config"], "num_hidden_layers": 3}}
+    wf.pretrain(out, steps=2, eval_every=0, save_every=0, token_dropping=0.5, **three_layers)
+    assert (out / "token_importance.safetensors").exists()
+    wf.pretrain(out, steps=2, eval_every=0, save_every=0, overwrite=True, **tiny_pretrain)
+    assert not (out / "token_importance.safetensors").exists()  # the new run drops no tokens
+
+
 def test_a_folder_of_other_files_is_never_a_run_folder(tmp_path, tiny_pretrain):
     (tmp_path / "thesis.tex").write_text("precious")
     for flags in ({}, {"overwrite": True}, {"resume": True}):

@@ -54,7 +54,7 @@ from .progress import notify
 
 RECORD_NAME = "run.json"
 RUN_ENTRIES = ("run.json", "log.jsonl", "checkpoints", "model", "vocab.txt", "tokenizer_config.json", "summary.json",
-               "curves.png")
+               "curves.png", "token_importance.safetensors")
 _TRAINING_SIGNS = ("log.jsonl", "checkpoints")  # a folder with these but no run.json: an older version's run
 
 
