@@ -27,9 +27,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from tinymobilebert.demo import update_readme  # noqa: E402
+from tinymobilebert.threads import THREAD_ENV_VARS  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "benchmarks", "demo_figures.json")
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+DEFAULT_OUT = os.path.join(ROOT, "runs", "readme-demo")
 
 
 def commit() -> str:
@@ -51,17 +52,20 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2, help="threads for BLAS, OpenMP and Numba (default 2)")
     ap.add_argument("--tests", action="store_true", help="also time `python -m pytest -q`")
     ap.add_argument("--no-times", action="store_true", help="print no times in the README (a busy machine)")
-    ap.add_argument("--out", default=os.path.join(ROOT, "runs", "readme-demo"), help="the demo's run folder")
+    ap.add_argument("--out", default=DEFAULT_OUT, help="the demo's run folder (a new one: it starts afresh)")
     ap.add_argument("--readme", default=os.path.join(ROOT, "README.md"))
     ap.add_argument("--results", default=RESULTS, help=f"where the results go (default {RESULTS})")
     ap.add_argument("--render-only", action="store_true", help="re-write the README from --results; run nothing")
     args = ap.parse_args(argv)
     if not args.render_only:
-        env = {**os.environ, **{k: str(args.threads) for k in THREAD_VARIABLES}, "PYTHONPATH": ROOT}
+        if os.path.exists(args.out) and os.path.abspath(args.out) != DEFAULT_OUT:
+            sys.exit(f"--out {args.out} exists: the figures need a first demo (the teacher trained too), and this "
+                     "script deletes only its own default folder; give a new folder")
+        env = {**os.environ, **{k: str(args.threads) for k in THREAD_ENV_VARS}, "PYTHONPATH": ROOT}
         load_before = os.getloadavg()
         shutil.rmtree(args.out, ignore_errors=True)  # a first run: the teacher is trained too
         demo_seconds = timed([sys.executable, "-m", "tinymobilebert", "demo", "--out", args.out,
-                              "--no-progress"], env)
+                              "--threads", str(args.threads), "--no-progress"], env)
         test_seconds = timed([sys.executable, "-m", "pytest", "-q"], env) if args.tests else None
         with open(os.path.join(args.out, "summary.json")) as f:
             summary = json.load(f)

@@ -242,11 +242,10 @@ def check_finite(model, **inputs):
 # ------------------------------------------------------------------------------ training checks
 
 
-def check_loss(model, out, step: int | None = None) -> None:
+def check_loss(model, out) -> None:
     """Raise ``NonFiniteError`` when ``out.loss`` is NaN or inf, naming the first non-finite
     activation of the forward pass that computed it (its caches must still be kept). A step
-    function calls it between forward and backward; the trainer adds the step number when
-    ``step`` is None."""
+    function calls it between forward and backward; the trainer adds the step number."""
     loss = getattr(out, "loss", None)
     if loss is None or math.isfinite(float(loss)):
         return
@@ -254,8 +253,7 @@ def check_loss(model, out, step: int | None = None) -> None:
     bad = first_nonfinite(model, out) if model._state is not None else None
     if bad is not None:
         where = f"first non-finite activation: {describe_nonfinite(bad)}"
-    at = "" if step is None else f" at step {step}"
-    raise NonFiniteError(f"loss became {float(loss)}{at}; {where}; {_parameters_note(model)} "
+    raise NonFiniteError(f"loss became {float(loss)}; {where}; {_parameters_note(model)} "
                          "(lower the learning rate or enable clipping)",
                          *((bad.where, bad.block, bad.tensor) if bad is not None else ("head", "loss", "loss")))
 

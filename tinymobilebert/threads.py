@@ -47,6 +47,12 @@ _blas_libs = None  # threadpoolctl's controllers of the loaded BLAS libraries, f
 _default_policy = None
 
 
+# Every pool's thread-count variable (BLAS, OpenMP, MKL, Numba, this package's kernels): what a
+# script sets to run a child process at a fixed count.
+THREAD_ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
+                   "TINYMOBILEBERT_NUM_THREADS")
+
+
 def available_cpus() -> int:
     """CPUs this process may run on."""
     return _jit._usable_cpus()

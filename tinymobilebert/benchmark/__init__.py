@@ -100,12 +100,12 @@ def main(argv=None) -> dict:
         contention = tuple(s for s in sizes if s in ("tiny", "small"))
     if args.threads not in (None, "auto") and not (args.threads.isdigit() and int(args.threads) >= 1):
         ap.error(f"--threads must be a number >= 1 or 'auto', got {args.threads!r}")
+    distill_sizes = None if args.distill_sizes is None else tuple(x for x in args.distill_sizes.split(",") if x)
     for name, given, known in (("size", sizes, SIZES), ("implementation", impls, IMPLS),
-                               ("contention size", contention, SIZES)):
+                               ("contention size", contention, SIZES), ("distill size", distill_sizes or (), SIZES)):
         bad = [g for g in given if g not in known]
         if bad:
             ap.error(f"unknown {name} {bad}; choose from {', '.join(known)}")
-    distill_sizes = None if args.distill_sizes is None else tuple(x for x in args.distill_sizes.split(",") if x)
     res = run_benchmark(sizes, impls, args.repeats, args.quick, args.threads, not args.no_kernels, not args.no_jit,
                         args.wait_quiet, args.rounds, log=lambda s: print(s, file=sys.stderr, flush=True),
                         distill_sizes=distill_sizes, dynabert=not args.no_dynabert, contention=contention,

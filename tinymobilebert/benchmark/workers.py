@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 
+from ..threads import THREAD_ENV_VARS
 from .measure import MLM_FRACTION, make_batch, peak_rss_mb, rss_mb, size_config, time_adaptive, time_calls
 
 
@@ -429,8 +430,7 @@ def worker_env(threads, **extra) -> dict:
     if threads == "auto":
         threads = len(os.sched_getaffinity(0))
     env = dict(os.environ)
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
-                "TINYMOBILEBERT_NUM_THREADS"):
+    for var in THREAD_ENV_VARS:
         env[var] = str(threads)
     env.pop("TINYMOBILEBERT_NUMPY_KERNELS", None)  # the twins column turns them on itself
     env["PYTHONPATH"] = os.pathsep.join(p for p in (_package_parent(), env.get("PYTHONPATH")) if p)
