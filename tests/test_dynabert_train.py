@@ -150,9 +150,14 @@ SETTINGS = dict(widths=[0.5, 1.0], depths=[0.5, 1.0], teacher_steps=3, width_ste
                 max_length=16, eval_every=2, save_every=2, latency_repeats=1, augment=1)
 
 
-def test_run_end_to_end_and_resume_is_exact(tmp_path, monkeypatch):
+@pytest.mark.parametrize("save_every, kill_at", [(2, 6), (100, 5)], ids=["after_a_stage2_checkpoint",
+                                                                          "before_stage2s_first_checkpoint"])
+def test_run_end_to_end_and_resume_is_exact(tmp_path, monkeypatch, save_every, kill_at):
+    """Killed in stage 2 after its checkpoint at step 2, or before any (stage 2 then restarts from
+    the finished stage 1: its weights and its dropout stream)."""
     task = toy_task()
-    a = run_dynabert(str(tmp_path / "a"), FIXTURE, task, log=lambda s: None, progress=False, **SETTINGS)
+    settings = {**SETTINGS, "save_every": save_every}
+    a = run_dynabert(str(tmp_path / "a"), FIXTURE, task, log=lambda s: None, progress=False, **settings)
     assert len(a["table"]) == 4 and len({r["parameters"] for r in a["table"]}) == 4
     for name in ("teacher/model", "importance.safetensors", "augmented.safetensors", "stage1/model", "stage2/model",
                  "table.md", "summary.json"):
@@ -163,19 +168,19 @@ def test_run_end_to_end_and_resume_is_exact(tmp_path, monkeypatch):
     calls = {"n": 0}
     original = dyna_step.SubnetworkDistillation.__call__
 
-    def killed_in_stage2(self, model, b):  # stage 1 takes 3 steps; die at stage 2's third step
+    def killed_in_stage2(self, model, b):  # stage 1 takes 3 steps; die at stage 2's step kill_at - 3
         calls["n"] += 1
-        if calls["n"] == 6:
+        if calls["n"] == kill_at:
             raise KeyboardInterrupt
         return original(self, model, b)
 
     monkeypatch.setattr(dyna_step.SubnetworkDistillation, "__call__", killed_in_stage2)
     with pytest.raises(KeyboardInterrupt):
-        run_dynabert(str(tmp_path / "b"), FIXTURE, task, log=lambda s: None, progress=False, **SETTINGS)
+        run_dynabert(str(tmp_path / "b"), FIXTURE, task, log=lambda s: None, progress=False, **settings)
     monkeypatch.setattr(dyna_step.SubnetworkDistillation, "__call__", original)
     with pytest.raises(ValueError, match="--resume"):
-        run_dynabert(str(tmp_path / "b"), FIXTURE, task, log=lambda s: None, progress=False, **SETTINGS)
-    b = run_dynabert(str(tmp_path / "b"), FIXTURE, task, log=lambda s: None, progress=False, resume=True, **SETTINGS)
+        run_dynabert(str(tmp_path / "b"), FIXTURE, task, log=lambda s: None, progress=False, **settings)
+    b = run_dynabert(str(tmp_path / "b"), FIXTURE, task, log=lambda s: None, progress=False, resume=True, **settings)
     for stage in ("stage1", "stage2"):
         la = [r["loss"] for r in read_log(tmp_path / "a" / stage) if r["split"] == "train"]
         lb = [r["loss"] for r in read_log(tmp_path / "b" / stage) if r["split"] == "train"]
@@ -252,6 +257,10 @@ def test_table_format():
     (["--depth-steps", "0"], "error: --depth-steps must be a whole number >= 1, got 0"),
     (["--max-length", "64"], "error: --max-length 64 is more than the model's max_position_embeddings (32)"),
     (["--resume", "--overwrite"], "error: --resume and --overwrite exclude each other"),
+    (["--teacher-lr", "-1"], "error: --teacher-lr must be a number > 0, got -1"),
+    (["--warmup", "10", "--final-steps", "5"], "error: --warmup 10 is longer than a stage ("),
+    (["--task", "word_order", "--batch-size", "100000", "--max-length", "32"],
+     "error: word_order has 4000 training examples, fewer than one batch (--batch-size 100000)"),
 ])
 def test_dynabert_errors_are_one_line_and_write_nothing(tmp_path, capsys, args, message):
     out = tmp_path / "run"

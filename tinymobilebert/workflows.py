@@ -38,8 +38,8 @@ from .tokenizer import BertTokenizer
 from .train import Trainer
 from .train.evaluate import evaluate_classification, evaluate_pretraining
 from .train.run_folder import RunFolder
-from .train.settings import (check_max_length, check_training_settings, corpus_fingerprint, resolve_warmup,
-                             task_fingerprint)
+from .train.settings import (check_max_length, check_one_batch, check_training_settings, corpus_fingerprint,
+                             resolve_warmup, task_fingerprint)
 
 TASKS = {"word_order": word_order_task, "next_sentence": next_sentence_task, "sentence_order": sentence_order_task}
 BUILTIN = "builtin"
@@ -368,9 +368,7 @@ def finetune(out_dir, task=None, *, corpus=None, model_dir=None, from_scratch=No
     check_max_length(s["max_length"], model.config)
     train = encode_examples(task.train, tokenizer, s["max_length"])
     dev = encode_examples(task.dev, tokenizer, s["max_length"])
-    if len(task.train) < s["batch_size"]:
-        raise ValueError(f"{task.name} has {len(task.train)} training examples, fewer than one batch "
-                         f"(--batch-size {s['batch_size']}): give more data, or a smaller --batch-size")
+    check_one_batch(task, s["batch_size"])
     opt = _optimizer(model.store, "adamw", s["lr"], s["steps"], s["warmup"])
     run.start(facts={"task_sha256": task_fingerprint(task)})
     tokenizer.save_pretrained(out_dir)

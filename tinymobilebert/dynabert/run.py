@@ -168,9 +168,12 @@ def train_stage(name, out_dir, student, step_fn, steps, train, dev_batches, subn
     """One stage as a Trainer run in ``{out}/{name}``; a finished stage is read back instead."""
     folder = os.path.join(out_dir, name)
     done = os.path.join(folder, "summary.json")
-    if os.path.isfile(done):
-        student.load_state_dict(read_safetensors_dir(os.path.join(folder, "model")), strict=False)
-        return read_json_file(done)
+    if os.path.isfile(done):  # as the uninterrupted run left it: the weights and the dropout stream
+        summary = read_json_file(done)
+        student.load_state_dict(read_safetensors_dir(os.path.join(folder, "model")))
+        if "dropout_rng" in summary:  # (absent from runs of older versions)
+            student.dropout_rng.bit_generator.state = summary["dropout_rng"]
+        return summary
     opt = AdamW(student.store, lr=s["lr"], weight_decay=0.0, max_grad_norm=1.0,
                 schedule=LinearWarmupDecay(warmup_steps=s["warmup"], total_steps=steps))
 
@@ -188,7 +191,8 @@ def train_stage(name, out_dir, student, step_fn, steps, train, dev_batches, subn
     student.save_pretrained(os.path.join(folder, "model"), tokenizer=tokenizer)
     summary = {"stage": name, "steps": result["steps"], "seconds": result["seconds"],
                "cpu_seconds": time.process_time() - cpu0,
-               "subnetworks": [list(x) for x in subnetworks], "last_dev": result["last_dev"]}
+               "subnetworks": [list(x) for x in subnetworks], "last_dev": result["last_dev"],
+               "dropout_rng": student.dropout_rng.bit_generator.state}
     write_json(done, summary)
     return summary
 
@@ -207,7 +211,7 @@ def run_dynabert(out_dir, model_dir=None, task=None, *, corpus=None, resume=Fals
     from ..atomic import write_text_atomic
     from ..train.progress import notify
     from ..train.run_folder import RunFolder
-    from ..train.settings import check_max_length, task_fingerprint
+    from ..train.settings import check_max_length, check_one_batch, task_fingerprint
     from ..workflows import IN_PYTHON, TASKS, _path_setting, build_run_task
 
     log = notify if log is None else log
@@ -231,6 +235,7 @@ def run_dynabert(out_dir, model_dir=None, task=None, *, corpus=None, resume=Fals
         raise ValueError(f"the run in {out_dir} was given its task as a Task object: pass the same Task to resume it")
     task = task_obj if task_obj is not None else build_run_task(s)
     check_max_length(s["max_length"], read_config(s["model"]))
+    check_one_batch(task, s["batch_size"])
     run.start(facts={"task_sha256": task_fingerprint(task)})
     t0, cpu0 = time.perf_counter(), time.process_time()
 
@@ -283,18 +288,20 @@ def run_dynabert(out_dir, model_dir=None, task=None, *, corpus=None, resume=Fals
 
 def check_settings(s: dict) -> None:
     """Errors that name the flag, before anything is written."""
-    from ..train.settings import check_training_settings
+    from ..train.settings import check_lr, check_training_settings, check_whole, flag
 
     check_training_settings(s)
+    check_lr(s, "teacher_lr")
     for name in ("teacher_steps", "width_steps", "depth_steps"):
-        if isinstance(s[name], bool) or not isinstance(s[name], int) or s[name] < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be a whole number >= 1, got {s[name]!r}")
+        check_whole(s, name, 1)
     for name in ("final_steps", "warmup", "augment", "latency_repeats"):
-        if isinstance(s[name], bool) or not isinstance(s[name], int) or s[name] < 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be a whole number >= 0, got {s[name]!r}")
-    if s["warmup"] > min(s["width_steps"], s["depth_steps"]):
-        raise ValueError(f"--warmup {s['warmup']} is longer than a stage (--width-steps {s['width_steps']}, "
-                         f"--depth-steps {s['depth_steps']})")
+        check_whole(s, name, 0)
+    stages = {"width_steps": s["width_steps"], "depth_steps": s["depth_steps"]}
+    if s["final_steps"]:
+        stages["final_steps"] = s["final_steps"]
+    if s["warmup"] > min(stages.values()):
+        raise ValueError(f"--warmup {s['warmup']} is longer than a stage ("
+                         + ", ".join(f"{flag(k)} {v}" for k, v in stages.items()) + ")")
     s["widths"], s["depths"] = _multipliers(s["widths"], "widths"), _multipliers(s["depths"], "depths")
     if s["stage2_teacher"] not in TEACHER_WIDTHS:
         raise ValueError(f"--stage2-teacher must be one of {TEACHER_WIDTHS}, got {s['stage2_teacher']!r}")

@@ -36,10 +36,25 @@ def resolve_warmup(warmup, steps: int, fraction: float) -> int:
     return warmup
 
 
-def _whole(s: dict, name: str, least: int) -> None:
+def check_whole(s: dict, name: str, least: int) -> None:
+    """``s[name]`` is a whole number >= ``least``, or an error naming its flag."""
     value = s.get(name)
     if isinstance(value, bool) or not isinstance(value, int) or value < least:
         raise ValueError(f"{flag(name)} must be a whole number >= {least}, got {value!r}")
+
+
+def check_lr(s: dict, name: str = "lr") -> None:
+    """``s[name]`` is a finite learning rate > 0, or an error naming its flag."""
+    value = s.get(name)
+    if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{flag(name)} must be a number > 0, got {value!r}")
+
+
+def check_one_batch(task, batch_size: int) -> None:
+    """A fine-tuning task has at least one batch of training examples, or an error naming the flag."""
+    if len(task.train) < batch_size:
+        raise ValueError(f"{task.name} has {len(task.train)} training examples, fewer than one batch "
+                         f"(--batch-size {batch_size}): give more data, or a smaller --batch-size")
 
 
 def check_training_settings(s: dict) -> None:
@@ -47,11 +62,11 @@ def check_training_settings(s: dict) -> None:
     for name, least in (("steps", 1), ("batch_size", 1), ("eval_every", 0), ("save_every", 0), ("eval_batches", 1),
                         ("eval_batch_size", 1), ("vocab_size", 8), ("seed", 0)):
         if name in s:
-            _whole(s, name, least)
+            check_whole(s, name, least)
     if "max_length" in s:
-        _whole(s, "max_length", 5)
-    if "lr" in s and not (isinstance(s["lr"], (int, float)) and math.isfinite(s["lr"]) and s["lr"] > 0):
-        raise ValueError(f"--lr must be a number > 0, got {s['lr']!r}")
+        check_whole(s, "max_length", 5)
+    if "lr" in s:
+        check_lr(s)
     if "dev_fraction" in s and s["dev_fraction"] is not None and not (
             isinstance(s["dev_fraction"], (int, float)) and 0 <= s["dev_fraction"] < 1):
         raise ValueError(f"--dev-fraction must be in [0, 1) (the share of the text held out), got {s['dev_fraction']!r}")
