@@ -103,6 +103,10 @@ def test_distill_run_folder(tmp_path, run_corpus, teacher_dir):
     (["--split-layer", "0"], "--split-layer 0 needs --token-dropping"),
     (["--token-dropping", "0.5", "--split-layer", "1"], "--split-layer: split_layer must be an integer in [0, 0]"),
     (["--task", "word_order", "--token-dropping", "0.5"], "task distillation (--task) does not drop tokens"),
+    (["--alpha", "1.5"], "distill: --alpha must be a number in [0, 1], got 1.5"),
+    (["--temperature", "0"], "distill: --temperature must be a finite number > 0, got 0.0"),
+    (["--max-length", "64"], "--max-length 64 is more than the model's max_position_embeddings (32)"),
+    (["--student-config", "[1]"], "--student config overrides must be a JSON object"),
 ])
 def test_bad_input_is_one_line(tmp_path, run_corpus, teacher_dir, args, message, capsys):
     from tinymobilebert.cli import main
@@ -118,6 +122,13 @@ def test_bad_input_is_one_line(tmp_path, run_corpus, teacher_dir, args, message,
     lines = err.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], err
     assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_distill_without_a_held_out_split(tmp_path, run_corpus, teacher_dir):
+    r = distill(tmp_path / "run", teacher_dir, corpus=run_corpus, student="tiny", student_config=SHAPE,
+                steps_per_layer=2, pd_steps=2, batch_size=8, max_length=32, dev_fraction=0, eval_every=0,
+                save_every=0, progress=False)
+    assert r["steps"] == 6 and r["teacher_dev"] is None and r["last_dev"] is None
 
 
 def test_pretrain_presets_and_copy_errors(tmp_path, teacher_dir):

@@ -65,11 +65,16 @@ def small_mobilebert(vocab_size: int, **overrides) -> MobileBertConfig:
     return mobilebert_small_student(**{**overrides, "vocab_size": vocab_size})
 
 
-def preset_config(model: str, vocab_size: int, overrides: dict | None = None) -> MobileBertConfig:
-    """``config.PRESETS[model]`` with the run's vocabulary size and ``overrides``."""
+def preset_config(model: str, vocab_size: int, overrides: dict | None = None, what: str = "--model") -> MobileBertConfig:
+    """``config.PRESETS[model]`` with the run's vocabulary size and ``overrides`` (errors name ``what``)."""
     if model not in PRESETS:
-        raise ValueError(f"--model {model!r}: unknown preset; choose one of {', '.join(sorted(PRESETS))}")
-    return PRESETS[model](**{**(overrides or {}), "vocab_size": vocab_size})
+        raise ValueError(f"{what} {model!r}: unknown preset; choose one of {', '.join(sorted(PRESETS))}")
+    if not isinstance(overrides or {}, dict):
+        raise ValueError(f"{what} config overrides must be a JSON object of MobileBertConfig fields, got {overrides!r}")
+    try:
+        return PRESETS[model](**{**(overrides or {}), "vocab_size": vocab_size})
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{what} {model} with {overrides}: {e}") from None
 
 
 # ------------------------------------------------------------------------------------ data

@@ -10,8 +10,6 @@ teacher's logits.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 
 from .run import DEFAULTS
 
@@ -49,22 +47,9 @@ def _losses(text):
     return names
 
 
-def _json_object(text):
-    if os.path.isfile(text):
-        with open(text) as f:
-            return json.load(f)
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        value = None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a JSON object or a JSON file, got {text!r}")
-    return value
-
-
 def add_parser(sub) -> None:
     """The ``distill`` sub-command (flags default to "not given", as every training command's)."""
-    from ..cli import _add_output_flags, _keep_ratio
+    from ..cli import _add_output_flags, _config_overrides, _keep_ratio
 
     p = sub.add_parser(
         "distill", help="distil a MobileBERT student from an IB-BERT teacher (PKT/JKT/AKT, then PD)",
@@ -87,7 +72,7 @@ def add_parser(sub) -> None:
                    help="stop after the layer-wise stage (pkt, jkt)")
     p.add_argument("--student", help=f"a config preset (default {D['student']}); with --task, a pretrained "
                    "student directory (e.g. a distill run's folder)")
-    p.add_argument("--student-config", type=_json_object,
+    p.add_argument("--student-config", type=_config_overrides,
                    help="student config fields overriding the preset's, as JSON (inline or a file)")
     p.add_argument("--steps-per-layer", type=int,
                    help=f"PKT steps per stage, one stage per layer; JKT runs layers x this (default {D['steps_per_layer']})")

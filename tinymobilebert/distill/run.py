@@ -21,16 +21,15 @@ from __future__ import annotations
 import os
 import time
 
-from .. import config as presets
 from ..checkpoint import write_json
-from ..data import PretrainingData, encode_examples, example_batches, train_dev_split
+from ..data import PretrainingData, encode_examples, example_batches
 from ..model import MobileBertForPreTraining, MobileBertForSequenceClassification
-from ..optim import LAMB, AdamW, LinearWarmupDecay
+from ..optim import LAMB
 from ..train import Trainer
 from ..train.evaluate import evaluate_classification, evaluate_pretraining
 from .mapping import distillation_plan
 from .schedules import STRATEGIES, LossWeights, TransferSchedule
-from .steps import DistillationStep, TaskDistillationStep
+from .steps import DistillationStep, TaskDistillationStep, check_step_options
 from .teacher import copy_from_teacher, load_teacher, resolve_model_dir
 
 # google-research mobilebert/optimization.py: excluded from weight decay and the trust ratio
@@ -47,10 +46,11 @@ DEFAULTS = dict(strategy="pkt", pd=True, student="mobilebert_small_student", stu
 
 
 def student_config(name, vocab_size: int, overrides: dict | None = None):
-    """A student config from a preset name in ``config.PRESETS`` with the teacher's vocabulary."""
-    if name not in presets.PRESETS:
-        raise ValueError(f"--student {name!r}: unknown preset; choose one of {', '.join(sorted(presets.PRESETS))}")
-    return presets.PRESETS[name](**{**(overrides or {}), "vocab_size": vocab_size})
+    """A student config from a preset name in ``config.PRESETS`` with the teacher's vocabulary
+    (``--student-config`` overrides)."""
+    from ..workflows import preset_config
+
+    return preset_config(name, vocab_size, overrides, what="--student")
 
 
 def lamb_for(store, schedule: TransferSchedule, weight_decay=0.01, max_grad_norm=1.0) -> LAMB:
@@ -119,9 +119,9 @@ def distill(out_dir, teacher=None, *, docs=None, resume=False, overwrite=False, 
     exactly, ``overwrite`` replaces one; anything else in a folder holding a run is an error.
     """
     from ..train.run_folder import RunFolder
-    from ..train.settings import check_training_settings, corpus_fingerprint
-    from ..workflows import (BUILTIN, IN_PYTHON, _path_setting, _token_dropping, evaluate_with_dropping,
-                             load_documents, save_token_importance)
+    from ..train.settings import check_max_length, check_training_settings, corpus_fingerprint, flag
+    from ..workflows import (BUILTIN, IN_PYTHON, _jsonable, _path_setting, _token_dropping, evaluate_with_dropping,
+                             load_documents, pretraining_dev_batches, pretraining_split, save_token_importance)
 
     unknown = sorted(set(settings) - set(DEFAULTS))
     if unknown:
@@ -134,7 +134,10 @@ def distill(out_dir, teacher=None, *, docs=None, resume=False, overwrite=False, 
     s = run.settings
     if s["teacher"] is None:
         raise ValueError("--teacher is required: a pretrained teacher's run folder or model directory")
-    check_training_settings({k: s[k] for k in ("batch_size", "eval_every", "save_every", "eval_batches", "seed")})
+    check_training_settings({k: s[k] for k in ("batch_size", "eval_every", "save_every", "eval_batches", "seed",
+                                               "max_length", "dev_fraction")})
+    check_step_options(s["alpha"], s["temperature"], s["at_form"], s["mv_teacher_layers"], s["weights"],
+                       fn="distill", name=flag)
     teacher_model = load_teacher(s["teacher"])
     tok = teacher_model.tokenizer
     cfg = student_config(s["student"], len(tok), s["student_config"])
@@ -153,12 +156,16 @@ def distill(out_dir, teacher=None, *, docs=None, resume=False, overwrite=False, 
             raise ValueError(f"the run in {out_dir} was given its documents in Python: pass the same docs to resume it")
         docs = load_documents(s["corpus"])
     split_seed = s["seed"] if s["split_seed"] is None else s["split_seed"]
-    train_docs, dev_docs = train_dev_split(docs, dev_fraction=s["dev_fraction"], seed=split_seed)
+    train_docs, dev_docs = pretraining_split(docs, s["dev_fraction"], split_seed, nsp=True)
     train_data = PretrainingData(train_docs, tok, max_length=s["max_length"], seed=s["seed"], nsp=True)
-    dev_data = PretrainingData(dev_docs, tok, max_length=s["max_length"], seed=split_seed + 1, nsp=True)
+    # the held-out masking of the teacher's pretrain run with the same split (its seed + 1)
+    dev_data = PretrainingData(dev_docs, tok, max_length=s["max_length"], seed=split_seed + 1, nsp=True) \
+        if dev_docs else None
     if train_data.num_batches(s["batch_size"]) < 1:
         raise ValueError(f"the training split gives {train_data.num_examples} examples, fewer than one batch "
                          f"(--batch-size {s['batch_size']})")
+    for model_cfg in (cfg, teacher_model.config):
+        check_max_length(s["max_length"], model_cfg)
     run.start(facts={"corpus_sha256": corpus_fingerprint(docs), "documents": len(docs)})
     write_json(os.path.join(out_dir, CONFIG_NAME), {
         "schedule": schedule.describe(), "student_config": cfg.to_dict(), "teacher_config": teacher_model.config.to_dict(),
@@ -177,15 +184,11 @@ def distill(out_dir, teacher=None, *, docs=None, resume=False, overwrite=False, 
     def batches(epoch, start):
         return train_data.batches(B, epoch, start_batch=start)
 
-    def dev_batches():  # the same held-out masking at every evaluation
-        for k, batch in enumerate(dev_data.batches(B, 0, shuffle=False, drop_last=False)):
-            if k >= s["eval_batches"]:
-                break
-            yield batch
-
-    teacher_dev = evaluate_pretraining(teacher_model, dev_batches)
+    dev_batches = pretraining_dev_batches(dev_data, B, s["eval_batches"]) if dev_data is not None else None
+    teacher_dev = evaluate_pretraining(teacher_model, dev_batches) if dev_batches is not None else None
+    evaluate = (lambda m: evaluate_with_dropping(m, dev_batches, dropping)) if dev_batches is not None else None
     trainer = Trainer(student, opt, batches, out_dir, max_steps=schedule.total_steps,
-                      evaluate=lambda m: evaluate_with_dropping(m, dev_batches, dropping), eval_every=s["eval_every"],
+                      evaluate=evaluate, eval_every=s["eval_every"],
                       save_every=s["save_every"], tokenizer=tok, progress=progress, progress_every=progress_every,
                       description=schedule.stage_name, step_fn=step_fn,
                       extra_state={"token_importance": dropping} if dropping is not None else None)
@@ -220,8 +223,9 @@ def distill_task(out_dir, task=None, teacher=None, student=None, *, resume=False
     import warnings
 
     from ..train.run_folder import RunFolder
-    from ..train.settings import check_training_settings, resolve_warmup, task_fingerprint
-    from ..workflows import IN_PYTHON, TASKS, _path_setting, build_run_task
+    from ..train.settings import (check_max_length, check_one_batch, check_training_settings, resolve_warmup,
+                                  task_fingerprint)
+    from ..workflows import IN_PYTHON, TASKS, _jsonable, _optimizer, _path_setting, build_run_task
 
     unknown = sorted(set(settings) - set(TASK_DEFAULTS))
     if unknown:
@@ -255,6 +259,10 @@ def distill_task(out_dir, task=None, teacher=None, student=None, *, resume=False
         st = MobileBertForSequenceClassification.from_pretrained(s["student"], num_labels=task.num_labels,
                                                                  classifier_pooling=t.config.classifier_pooling,
                                                                  seed=s["seed"])
+    step_fn = TaskDistillationStep(t, s["alpha"], s["temperature"])
+    check_one_batch(task, s["batch_size"])
+    for model_cfg in (st.config, t.config):
+        check_max_length(s["max_length"], model_cfg)
     tok = st.tokenizer or t.tokenizer
     if tok is None or (t.tokenizer is not None and st.tokenizer is not None and t.tokenizer.vocab != st.tokenizer.vocab):
         raise ValueError("task distillation needs one vocabulary: the teacher's and the student's vocab.txt differ "
@@ -262,8 +270,7 @@ def distill_task(out_dir, task=None, teacher=None, student=None, *, resume=False
     train = encode_examples(task.train, tok, s["max_length"])
     dev = encode_examples(task.dev, tok, s["max_length"])
     B = s["batch_size"]
-    opt = AdamW(st.store, lr=s["lr"], weight_decay=0.01, schedule=LinearWarmupDecay(s["warmup"], s["steps"]),
-                max_grad_norm=1.0)
+    opt = _optimizer(st.store, "adamw", s["lr"], s["steps"], s["warmup"])
     run.start(facts={"task_sha256": task_fingerprint(task)})
     tok.save_pretrained(out_dir)
 
@@ -274,7 +281,7 @@ def distill_task(out_dir, task=None, teacher=None, student=None, *, resume=False
                       out_dir, max_steps=s["steps"], evaluate=lambda m: evaluate_classification(m, dev_batches),
                       eval_every=s["eval_every"], save_every=s["save_every"], tokenizer=tok, progress=progress,
                       progress_every=progress_every, description=f"distil {task.name}",
-                      step_fn=TaskDistillationStep(t, s["alpha"], s["temperature"]))
+                      step_fn=step_fn)
     resumed = trainer.resume() if run.resuming else False
     result = trainer.train()
     st.save_pretrained(os.path.join(out_dir, "model"), tokenizer=tok)
@@ -284,8 +291,3 @@ def distill_task(out_dir, task=None, teacher=None, student=None, *, resume=False
     write_json(os.path.join(out_dir, "summary.json"), _jsonable(summary))
     return summary
 
-
-def _jsonable(d):
-    import json
-
-    return json.loads(json.dumps(d, default=lambda o: o.item() if hasattr(o, "item") else str(o)))

@@ -42,6 +42,7 @@ import numpy as np
 from ..diagnostics import check_loss
 from ..losses import cross_entropy_backward_mean, cross_entropy_forward_mean
 from ..token_dropping import TokenDropping
+from ._checks import choice, positive_number, unit_interval
 from .attention import attention_transfer_backward, attention_transfer_forward
 from .feature_map import feature_map_transfer_backward, feature_map_transfer_forward
 from .logits import (mlm_distillation_backward, mlm_distillation_forward, soft_cross_entropy_backward,
@@ -115,6 +116,21 @@ def layerwise_terms(out_s, out_t, layers, plan, weights: dict, attention_mask=No
     return logged, total, grads
 
 
+def check_step_options(alpha=0.5, temperature=1.0, at_form="original", mv_teacher_layers="same",
+                       weights=LossWeights(), fn="DistillationStep", name=lambda key: key) -> None:
+    """The distillation options' values, checked before a run starts (``name`` spells each
+    option as its caller knows it: a keyword here, a flag for ``distill``)."""
+    unit_interval(alpha, name("alpha"), fn)
+    positive_number(temperature, name("temperature"), fn)
+    choice(at_form, name("at_form"), ("original", "kl"), fn)
+    choice(mv_teacher_layers, name("mv_teacher_layers"), ("same", "all"), fn)
+    values = [getattr(weights, k) for k in ("fmt", "at", "beta", "gamma")] if isinstance(weights, LossWeights) \
+        else list(weights)
+    if len(values) != 4 or not all(isinstance(w, (int, float)) and not isinstance(w, bool) and np.isfinite(w)
+                                   and w >= 0 for w in values):
+        raise ValueError(f"{fn}: {name('weights')} must be 4 finite numbers >= 0 (FMT, AT, beta, gamma), got {weights!r}")
+
+
 class DistillationStep:
     """The step function of a pre-training distillation run (PKT, JKT, AKT, PD): see the module notes.
 
@@ -141,6 +157,7 @@ class DistillationStep:
     def __init__(self, teacher, schedule, plan, optimizer, weights: LossWeights = LossWeights(), *, alpha=0.5,
                  temperature=1.0, at_form="original", mv_teacher_layers="same", padding_aware=False,
                  token_dropping=None):
+        check_step_options(alpha, temperature, at_form, mv_teacher_layers, weights)
         if token_dropping is not None:
             if not isinstance(token_dropping, TokenDropping):
                 raise TypeError(f"token_dropping must be a TokenDropping, got {type(token_dropping).__name__}")
@@ -216,8 +233,8 @@ class TaskDistillationStep:
     """
 
     def __init__(self, teacher, alpha: float = 0.5, temperature: float = 1.0):
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha (the gold labels' weight) must be in [0, 1], got {alpha}")
+        unit_interval(alpha, "alpha (the gold labels' weight)", "TaskDistillationStep")
+        positive_number(temperature, "temperature", "TaskDistillationStep")
         self.teacher, self.alpha, self.temperature = teacher.eval(), float(alpha), float(temperature)
 
     def __call__(self, student, batch: dict) -> dict:

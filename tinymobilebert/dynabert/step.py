@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from ..distill import hidden_mse_backward, hidden_mse_forward, soft_cross_entropy_backward, soft_cross_entropy_forward
 from ..model.plan import depth_layers
+from ..train.trainer import forward_backward
 
 TEACHER_WIDTHS = ("full", "student")
 _INPUTS = ("input_ids", "token_type_ids", "attention_mask")
@@ -144,8 +145,7 @@ class SubnetworkFinetuning:
     def __call__(self, model, batch) -> dict:
         logged = {"loss": 0.0}
         for w, d in self.subnetworks:
-            out = model.forward(**batch, width_mult=w, depth_mult=d)
-            model.backward()
+            out = forward_backward(model, {**batch, "width_mult": w, "depth_mult": d})  # NaN/inf: stops, named
             logged["loss"] += out.loss
             logged["loss_" + _tag(w, d)] = out.loss
         return logged
