@@ -5,10 +5,11 @@ its training, at laptop scale, equal student budgets, several seeds.
     python benchmarks/reproduce_mobilebert.py --seeds 0,1,2,3,4 --budget 600 --teacher runs/demo/teacher
     python benchmarks/reproduce_mobilebert.py --report           # rewrite the tables from saved runs
 
-Slow (about 70 CPU-seconds per run: 7 students x seeds, each pretrained then fine-tuned on two
-tasks, plus the teacher's pretraining, about 4 CPU-minutes: some 30 CPU-minutes for 3 seeds; not
-part of the test suite). Every finished run is saved
-in ``{work}/results.json``; a restarted script skips them. The tables go to ``--results``
+Slow (7 students x seeds, each pretrained then fine-tuned on two tasks at three learning rates,
+2-3 minutes each, plus the teacher's pretraining: about an hour for 3 seeds on one thread of a
+2-core VM; not part of the test suite). Every finished run is saved in ``{work}/results.json``; a
+restarted script skips them, and refuses to mix runs of other settings (budget, layer-wise
+share, threads, teacher) into the same tables. The tables go to ``--results``
 (Markdown, PNG, JSON).
 
 Rows (the paper's, with this project's readings where no code exists: ``distill/schedules.py``):
@@ -116,8 +117,13 @@ def run_all(args, results, path):
     budget_steps = args.budget or demo.DEFAULTS["budget_steps"]
     cpu_budget = budget_steps * results["costs"]["mlm"]
     n = split_budget(results["costs"], cpu_budget, cfg.num_hidden_layers, share)
-    results["settings"] = {"budget_steps": budget_steps, "budget_cpu_seconds": cpu_budget, "layerwise_share": share,
-                           "threads": args.threads, "steps": n, "teacher": os.path.abspath(teacher_dir)}
+    settings = {"budget_steps": budget_steps, "budget_cpu_seconds": cpu_budget, "layerwise_share": share,
+                "threads": args.threads, "steps": n, "teacher": os.path.abspath(teacher_dir)}
+    old = results.get("settings")
+    if old is not None and any(old.get(k) != settings[k] for k in ("budget_steps", "layerwise_share", "threads",
+                                                                      "teacher")):
+        sys.exit(f"{path} holds runs made with other settings ({old}): give another --work, or the same settings")
+    results["settings"] = settings
     log(f"step costs (CPU s): {json.dumps({k: round(v, 4) for k, v in results['costs'].items()})}; steps: {n}")
 
     def dev_batches():
@@ -208,10 +214,9 @@ def measure(folder, tasks, dev_batches, seed, work, tag) -> dict:
 
 
 def save(results, path):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(results, f, indent=1)
-    os.replace(tmp, path)
+    from tinymobilebert.atomic import write_text_atomic
+
+    write_text_atomic(path, json.dumps(results, indent=1))
 
 
 def log(msg):

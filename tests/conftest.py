@@ -10,7 +10,8 @@ cannot fail on an example no one has seen locally; fast enough for every commit.
 count of tests that set their own ``max_examples``), remembered in ``.hypothesis/`` so a failure
 found once is replayed first next time. For a kernel change or before a release:
 
-    TINYMOBILEBERT_HYPOTHESIS=thorough python -m pytest -q tests/test_kernels.py tests/test_kernels_nonfinite.py
+    TINYMOBILEBERT_HYPOTHESIS=thorough python -m pytest -q tests/test_kernels.py tests/test_distill_kernels.py \
+        tests/test_kernels_nonfinite.py
 
 ``explore`` is the old name of a lighter random run (200 examples), kept for habit.
 """

@@ -163,7 +163,8 @@ for w in before:
 # (one backward each, gradients accumulating), then clips once and takes one optimizer step.
 # Each loss is the soft cross-entropy to the teacher's logits plus lambda times the MSE to its
 # hidden states (lambda 0.1 in stage 1; in stage 2, 1.0, and a depth-d student's layer j
-# matches teacher layer `depth_layers(L, d)[j + 1]`, its last layer the teacher's last).
+# matches the teacher's hidden state `m[j + 1]`, `m = depth_layers(L, d) + [L]`, hidden state 0
+# being the embeddings: `dynabert.step.teacher_hidden_indices`).
 
 # %%
 def distil(stage, subnetworks, teacher_model, hidden_weight, steps):
