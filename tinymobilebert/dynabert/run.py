@@ -35,10 +35,10 @@ import warnings
 
 import numpy as np
 
-from ..checkpoint import read_config, read_json_file, read_safetensors_dir, write_json, write_safetensors
+from ..checkpoint import (read_config, read_json_file, read_safetensors, read_safetensors_dir, write_json,
+                          write_safetensors)
 from ..data import derived_rng, encode_examples, example_batches
 from ..model import MobileBertForMaskedLM, MobileBertForSequenceClassification
-from ..optim import AdamW, LinearWarmupDecay
 from ..train import Trainer
 from .augment import augment_examples
 from .importance import Importance, compute_importance, plot_head_importance
@@ -129,7 +129,7 @@ def load_or_compute_importance(out_dir, teacher, batches, s) -> Importance:
     """The scores of ``importance.safetensors``, computed (on the teacher) and written the first time."""
     path = os.path.join(out_dir, "importance.safetensors")
     if os.path.isfile(path):
-        arrays = _read_arrays(path)
+        arrays = read_safetensors(path)
         return Importance(arrays["heads"], arrays["neurons"])
     imp = compute_importance(teacher, batches, accumulate_gradients=s["importance_accumulate_gradients"])
     write_safetensors(path, imp.to_arrays())
@@ -140,17 +140,11 @@ def load_or_compute_importance(out_dir, teacher, batches, s) -> Importance:
     return imp
 
 
-def _read_arrays(path) -> dict:
-    from safetensors.numpy import load_file
-
-    return dict(load_file(path))
-
-
 def augmented_train(out_dir, train, model_dir, tokenizer, s) -> dict:
     """The training rows with ``s["augment"]`` MLM-replaced copies each (made once, then read back)."""
     path = os.path.join(out_dir, "augmented.safetensors")
     if os.path.isfile(path):
-        return _read_arrays(path)
+        return read_safetensors(path)
     mlm_dir = s["augment_mlm"] or model_dir
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -174,8 +168,9 @@ def train_stage(name, out_dir, student, step_fn, steps, train, dev_batches, subn
         if "dropout_rng" in summary:  # (absent from runs of older versions)
             student.dropout_rng.bit_generator.state = summary["dropout_rng"]
         return summary
-    opt = AdamW(student.store, lr=s["lr"], weight_decay=0.0, max_grad_norm=1.0,
-                schedule=LinearWarmupDecay(warmup_steps=s["warmup"], total_steps=steps))
+    from ..workflows import _optimizer
+
+    opt = _optimizer(student.store, "adamw", s["lr"], steps, s["warmup"], weight_decay=0.0)  # as DynaBERT
 
     def batches(epoch, start):
         return example_batches(train, s["batch_size"], epoch, seed=s["seed"], start_batch=start, drop_last=True)
