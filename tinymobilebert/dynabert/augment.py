@@ -28,13 +28,19 @@ REPLACE_PROB = 0.4  # TinyBERT's p
 TOP_K = 15  # TinyBERT's M
 
 
-def replaceable_positions(input_ids, attention_mask, tokenizer) -> np.ndarray:
-    """(N, T) bool: single-piece words that may be replaced (see the module notes)."""
+def _vocab_classes(tokenizer):
+    """(special, piece, word) (V,) bool each: special tokens, ``##`` pieces, tokens with a letter or digit."""
     vocab = tokenizer.ids_to_tokens
     special = np.zeros(len(vocab), bool)
     special[tokenizer.all_special_ids] = True
     piece = np.array([t.startswith("##") for t in vocab])
     word = np.array([any(c.isalnum() for c in t) for t in vocab])
+    return special, piece, word
+
+
+def replaceable_positions(input_ids, attention_mask, tokenizer) -> np.ndarray:
+    """(N, T) bool: single-piece words that may be replaced (see the module notes)."""
+    special, piece, word = _vocab_classes(tokenizer)
     ids = np.asarray(input_ids)
     follows_piece = np.zeros(ids.shape, bool)
     follows_piece[:, :-1] = piece[ids[:, 1:]]  # the next token continues this word
@@ -66,8 +72,8 @@ def augment_examples(encoded: dict, mlm_model, tokenizer, copies: int, rng, repl
     ids, mask = encoded["input_ids"], encoded["attention_mask"]
     N, T = ids.shape
     # candidates: words (not special, not a ## piece, not punctuation), like what they replace
-    allowed = np.array([not t.startswith("##") and any(c.isalnum() for c in t) for t in tokenizer.ids_to_tokens])
-    allowed[tokenizer.all_special_ids] = False
+    special, piece, word = _vocab_classes(tokenizer)
+    allowed = word & ~piece & ~special  # (V,)
     if not 1 <= top_k <= allowed.sum():
         raise ValueError(f"top_k must be between 1 and the number of word tokens ({allowed.sum()}), got {top_k}")
     positions = replaceable_positions(ids, mask, tokenizer)
@@ -82,11 +88,13 @@ def augment_examples(encoded: dict, mlm_model, tokenizer, copies: int, rng, repl
                 continue
             masked = np.where(chosen[rows], tokenizer.mask_token_id, ids[rows])
             kwargs = {k: encoded[k][rows] for k in ("token_type_ids", "attention_mask") if k in encoded}
-            res = mlm_model.forward(masked, **kwargs, keep_cache=False)
+            # the MLM head at the chosen positions only: (K', V) logits, in np.nonzero's row-major order
+            res = mlm_model.forward(masked, **kwargs, labels=np.where(chosen[rows], ids[rows], -100),
+                                    mlm_positions="labelled", keep_cache=False)
             logits = getattr(res, "logits", None)  # MaskedLM: logits; PreTraining: prediction_logits
-            logits = res.prediction_logits if logits is None else logits  # (B, T, V)
+            logits = res.prediction_logits if logits is None else logits  # (K', V)
             r, t = np.nonzero(chosen[rows])
-            scores = np.where(allowed, logits[r, t].astype(np.float64), -np.inf)  # (K', V)
+            scores = np.where(allowed, logits, -np.inf)  # (K', V)
             top = np.argpartition(-scores, top_k - 1, axis=1)[:, :top_k]  # (K', top_k), any order
             top.sort(axis=1)  # a fixed order, so the draw depends on the seed only
             pick = top[np.arange(len(r)), rng.integers(0, top_k, len(r))]
