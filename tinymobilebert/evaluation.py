@@ -150,7 +150,7 @@ def _evaluate_mlm(model_dir, run_dir, recorded, facts, report, given) -> dict:
 def _evaluate_classifier(model_dir, run_dir, recorded, facts, report, given) -> dict:
     s, differ = _settings(CLASSIFIER_DEFAULTS, recorded, given)
     if s["task"] in (None, IN_PYTHON):
-        why = "was given its task as a Task object" if s["task"] == IN_PYTHON else "is not recorded (no run.json)"
+        why = "was given its task as a Task object" if s["task"] == IN_PYTHON else "is not recorded (only a finetune run's record is read for it)"
         raise ValueError(f"{model_dir} holds a classifier whose task {why}: give --task")
     task = build_run_task(s)
     if "task" not in differ and "corpus" not in differ:
