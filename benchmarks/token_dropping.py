@@ -295,16 +295,9 @@ def part_step(args, log):
 
 
 def machine(threads):
-    import platform
+    from tinymobilebert.machine import describe
 
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "threads": threads, "numpy": np.__version__,
-            "python": platform.python_version(), "loadavg": os.getloadavg()}
+    return {**describe(), "threads": threads, "loadavg": os.getloadavg()}
 
 
 def main(args):

@@ -245,26 +245,13 @@ def format_table(summary) -> list[str]:
 def machine() -> dict:
     """What produced the figures: CPU, cores, threads (BLAS and Numba), library versions."""
     import numba
-    import numpy as np
 
-    cpu = platform.processor() or "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    except OSError:  # not Linux
-        pass
-    blas = "?"
-    try:
-        dep = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
-        blas = f"{dep.get('name')} {dep.get('version')}"
-    except Exception:  # noqa: BLE001 - an older NumPy: the BLAS stays unnamed
-        pass
-    thread_env = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                                             "NUMBA_NUM_THREADS") if k in os.environ}
-    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "numba_threads": numba.get_num_threads(),
-            "thread_env": thread_env, "blas": blas, "python": platform.python_version(), "numpy": np.__version__,
-            "numba": numba.__version__, "platform": platform.platform(), "machine": platform.machine()}
+    from .machine import describe
+    from .threads import THREAD_ENV_VARS
 
+    thread_env = {k: os.environ[k] for k in THREAD_ENV_VARS if k in os.environ}
+    return {**describe(), "numba_threads": numba.get_num_threads(), "thread_env": thread_env,
+            "machine": platform.machine()}
 
 
 # ------------------------------------------------------------------------------ the README's figures

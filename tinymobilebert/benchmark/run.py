@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import platform
 import tempfile
-
-import numpy as np
 
 from .contention import contention_ratios, run_contention
 from .dynabert import LAYOUTS as DYNABERT_LAYOUTS
@@ -25,20 +22,7 @@ def machine_info(threads: int) -> dict:
     """CPU model, cores, library versions, BLAS; torch's version without importing it."""
     from importlib.metadata import PackageNotFoundError, version
 
-    import numba
-
-    cpu = platform.processor() or "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
-    blas = "?"
-    try:
-        dep = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
-        blas = f"{dep.get('name')} {dep.get('version')}"
-    except Exception:  # pragma: no cover - older numpy
-        pass
+    from ..machine import describe
 
     def ver(pkg):
         try:
@@ -46,10 +30,8 @@ def machine_info(threads: int) -> dict:
         except PackageNotFoundError:
             return None
 
-    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "usable_cpus": len(os.sched_getaffinity(0)),
-            "threads": threads, "python": platform.python_version(), "numpy": np.__version__,
-            "numba": numba.__version__, "blas": blas, "torch": ver("torch"), "transformers": ver("transformers"),
-            "platform": platform.platform(), "loadavg_start": os.getloadavg()}
+    return {**describe(), "usable_cpus": len(os.sched_getaffinity(0)), "threads": threads, "torch": ver("torch"),
+            "transformers": ver("transformers"), "loadavg_start": os.getloadavg()}
 
 
 def torch_available() -> bool:
