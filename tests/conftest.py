@@ -67,10 +67,11 @@ def tiny_pretrain(run_corpus):
 
 
 def pretrain_argv(out, corpus, steps, *extra):
-    """``python -m tinymobilebert pretrain`` with a tiny model, as a subprocess argument list."""
+    """``python -m tinymobilebert pretrain`` with a tiny model, as a subprocess argument list; one
+    fixed thread, so that runs compared bit for bit add their sums in the same order."""
     return [sys.executable, "-m", "tinymobilebert", "pretrain", "--out", str(out), "--corpus", corpus,
             "--steps", str(steps), "--batch-size", "8", "--max-length", "32", "--vocab-size", "300",
-            "--config", json.dumps(TINY_MODEL), "--no-progress", *extra]
+            "--config", json.dumps(TINY_MODEL), "--threads", "1", "--no-progress", *extra]
 
 
 # ------------------------------------------------------------------------------ synthetic trainer runs
@@ -109,13 +110,15 @@ def kill_midway_then_resume(argv, out, records, at_least, total, timeout=240):
     import time
 
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + timeout
-    while time.time() < deadline:  # once it has saved a checkpoint and run on past it
-        if os.path.exists(os.path.join(out, "log.jsonl")) and len(records(out)) >= at_least:
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    try:
+        deadline = time.time() + timeout
+        while time.time() < deadline:  # once it has saved a checkpoint and run on past it
+            if os.path.exists(os.path.join(out, "log.jsonl")) and len(records(out)) >= at_least:
+                break
+            time.sleep(0.02)
+    finally:  # never leave the child running, whatever happened
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
     stopped_at = len(records(out))
     assert at_least <= stopped_at < total, f"the run was not killed mid-way (stopped at {stopped_at})"
     subprocess.run([*argv, "--resume"], check=True, capture_output=True, timeout=300)

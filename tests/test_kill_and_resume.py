@@ -84,12 +84,14 @@ def kill_at(moment, out, corpus, tmp_path):
     argv = pretrain_argv(out, corpus, STEPS, *RUN_FLAGS)[3:]  # after "python -m tinymobilebert"
     proc = subprocess.Popen([sys.executable, "-c", CHILD, moment, str(marker), *argv], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
-    deadline = time.time() + 240
-    while not marker.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    assert marker.exists(), f"the child never reached {moment}: {proc.stderr.read().decode() if proc.poll() else ''}"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    try:
+        deadline = time.time() + 240
+        while not marker.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
+        assert marker.exists(), f"the child never reached {moment}: {proc.stderr.read().decode() if proc.poll() else ''}"
+    finally:  # never leave the child running, whatever happened
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
 
 
 def leftovers(out):
