@@ -105,7 +105,6 @@ def run_demo(out_dir="runs/demo", *, seed=None, quick=None, budget_steps=None, t
     tok = teacher.tokenizer
     student_cfg = distill.run.student_config(STUDENT, len(tok))
     train_docs, dev_docs = wf.train_dev_split(pre_docs, dev_fraction=0.05, seed=s["seed"])
-    train_data = wf.PretrainingData(train_docs, tok, max_length=LENGTH, seed=s["seed"])
     dev_data = wf.PretrainingData(dev_docs, tok, max_length=LENGTH, seed=s["seed"] + 1)
 
     # ---- 2. equal budgets (measured once; a resumed demo keeps them)
@@ -113,7 +112,8 @@ def run_demo(out_dir="runs/demo", *, seed=None, quick=None, budget_steps=None, t
     if resume and os.path.isfile(budget_path):
         with open(budget_path) as f:
             budget = distill.budget.Budget(**json.load(f))
-    else:
+    else:  # the first training batches, as the students will see them
+        train_data = wf.PretrainingData(train_docs, tok, max_length=LENGTH, seed=s["seed"])
         budget = measure_budget(teacher, student_cfg, first_batches(train_data, BATCH), s["budget_steps"],
                                 layerwise_share=RECIPE["layerwise_share"], mlm_lr=RECIPE["mlm_lr"], seed=s["seed"])
         write_json(budget_path, budget.as_dict())
