@@ -153,9 +153,15 @@ def model_files(path) -> list[str]:
     path = os.fspath(path)
     if os.path.isfile(os.path.join(path, WEIGHTS_NAME)):
         weights = [WEIGHTS_NAME]
+    elif not os.path.isfile(os.path.join(path, WEIGHTS_INDEX_NAME)):
+        raise FileNotFoundError(f"no {WEIGHTS_NAME} (or {WEIGHTS_INDEX_NAME}) in {path}")
     else:
         index = read_json_file(os.path.join(path, WEIGHTS_INDEX_NAME))
-        weights = [WEIGHTS_INDEX_NAME, *sorted(set((index.get("weight_map") or {}).values()))]
+        weight_map = index.get("weight_map") if isinstance(index, dict) else None
+        if not isinstance(weight_map, dict):
+            raise DamagedFileError(os.path.join(path, WEIGHTS_INDEX_NAME),
+                                   'expected {"weight_map": {tensor name: shard file}}')
+        weights = [WEIGHTS_INDEX_NAME, *sorted(set(weight_map.values()))]
     tokenizer = [n for n in TOKENIZER_FILES if os.path.isfile(os.path.join(path, n))]
     return [CONFIG_NAME, *weights, *tokenizer]
 
