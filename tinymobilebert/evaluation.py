@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 import warnings
 
-from .checkpoint import read_config
+from .checkpoint import CONFIG_NAME, read_config
 from .data import PretrainingData, encode_examples, example_batches
 from .model import MobileBertForPreTraining, MobileBertForSequenceClassification
 from .threads import restored, set_threads
@@ -53,19 +53,19 @@ def locate(path) -> tuple[str, str | None, dict | None, str | None]:
     model directory or a run folder (see the module notes); run and record None for a model no
     run wrote."""
     path = os.fspath(path)
-    record = read_run_record(path) if not os.path.isfile(os.path.join(path, "config.json")) else None
+    record = read_run_record(path) if not os.path.isfile(os.path.join(path, CONFIG_NAME)) else None
     if record is not None:  # a run folder: its model
         stage = ("stage3" if record["settings"].get("final_steps") else "stage2") \
             if record["command"] == "dynabert" else ""
         model_dir = os.path.join(path, stage, "model")
-        if not os.path.isfile(os.path.join(model_dir, "config.json")):
+        if not os.path.isfile(os.path.join(model_dir, CONFIG_NAME)):
             raise FileNotFoundError(f"{path} is a {record['command'] or 'training'} run folder without {model_dir} "
                                     "(not finished?): give a model directory or a checkpoint")
         return model_dir, path, record, os.path.join(path, stage)
     run_dir, record = find_run_of(path)
     if run_dir is not None:
         return path, run_dir, record, run_dir
-    here = os.path.abspath(path)  # a dynabert stage's model or checkpoint: RUN/stageN/model, RUN/stageN/checkpoints/step-N
+    here = os.path.abspath(path)  # a dynabert stage's: RUN/stageN/model, RUN/stageN/checkpoints/step-N
     for stage_dir in (os.path.dirname(here), os.path.dirname(os.path.dirname(here))):
         run_dir = os.path.dirname(stage_dir)
         record = read_run_record(run_dir) if os.path.basename(stage_dir) in DYNABERT_STAGES else None
