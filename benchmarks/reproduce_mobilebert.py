@@ -311,7 +311,10 @@ def plot(s, bow, png):
         ax.set_ylim(max(0, lo - 5), None)
     fig.suptitle("MobileBERT Tables 8 (blue) and 9 (orange) in miniature; mean ± std over seeds")
     fig.tight_layout()
-    fig.savefig(png, dpi=90)
+    from tinymobilebert.atomic import save_figure
+
+    save_figure(fig, png, dpi=90)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -50,3 +50,78 @@ def test_gzip_writer(tmp_path):
     atomic.atomic_write(path, write)
     with gzip.open(path, "rt", encoding="utf-8") as f:
         assert json.load(f) == {"k": 1}
+
+
+# ------------------------------------------------------------------------------ figures
+def _plot_curves(path, tmp_path):
+    from tinymobilebert.train.plot import plot_runs
+
+    run = tmp_path / "run"
+    run.mkdir(exist_ok=True)
+    (run / "log.jsonl").write_text("".join(json.dumps({"split": "train", "step": s, "loss": 3.0 - 0.1 * s}) + "\n"
+                                           for s in range(1, 6)))
+    return plot_runs([str(run)], str(path))
+
+
+def _plot_head_importance(path, tmp_path):
+    import numpy as np
+
+    from tinymobilebert.dynabert.importance import plot_head_importance
+
+    return plot_head_importance(np.random.default_rng(0).random((2, 3)), str(path))
+
+
+def _plot_layer_view(path, tmp_path):
+    import numpy as np
+
+    from tinymobilebert.token_dropping.view import LayerView
+
+    view = LayerView(["[CLS]", "a", "b", "[SEP]"], np.array([1e4, 0.5, 0.1, 1e4]), np.array([0, 1, 3]), [0, 1],
+                     ["all", "kept"], np.array([[True] * 4, [True, True, False, True]]))
+    return view.plot(str(path))
+
+
+PLOTS = {"train.plot.plot_runs": _plot_curves, "dynabert.plot_head_importance": _plot_head_importance,
+         "token_dropping.LayerView.plot": _plot_layer_view}
+
+
+@pytest.mark.parametrize("plot", PLOTS.values(), ids=PLOTS.keys())
+def test_every_figure_is_written_atomically(tmp_path, monkeypatch, plot):
+    """A savefig that dies mid-write (half an image written) leaves the old PNG whole and no
+    temporary file; the same call without the failure writes a PNG in its place."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    out = tmp_path / "figs"
+    out.mkdir()
+    path = out / "figure.png"
+    path.write_bytes(b"the user's old figure")
+    real_savefig = Figure.savefig
+
+    def half_then_fail(fig, fname, **kw):
+        real_savefig(fig, fname, **kw)
+        with open(fname, "rb+") as f:
+            f.truncate(os.path.getsize(fname) // 2)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Figure, "savefig", half_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        plot(path, tmp_path)
+    assert path.read_bytes() == b"the user's old figure"
+    assert os.listdir(out) == ["figure.png"]
+    monkeypatch.setattr(Figure, "savefig", real_savefig)
+    assert plot(path, tmp_path) == str(path)
+    assert path.read_bytes().startswith(b"\x89PNG") and os.listdir(out) == ["figure.png"]
+
+
+def test_save_figure_takes_the_format_from_the_extension(tmp_path):
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    fig = Figure()
+    fig.add_subplot().plot([0, 1], [1, 0])
+    assert atomic.save_figure(fig, tmp_path / "new" / "f.svg") == str(tmp_path / "new" / "f.svg")
+    assert b"<svg" in (tmp_path / "new" / "f.svg").read_bytes()[:500]
+    atomic.save_figure(fig, tmp_path / "f.out", format="png", dpi=50)
+    assert (tmp_path / "f.out").read_bytes().startswith(b"\x89PNG")
+    assert sorted(os.listdir(tmp_path)) == ["f.out", "new"]

@@ -166,3 +166,70 @@ def test_dynabert_row(quick_run):
     names = [t["target"] for t in data["targets"]]
     assert any(n.startswith("dynabert bert/micro: supernet") for n in names)
     assert "DynaBERT sub-networks, mobilebert/micro" in format_report(data)
+
+
+# ------------------------------------------------------------------------------ the one latency timer
+class FakeClock:
+    """A clock that only a "call" moves: the k-th call (from 1) takes k seconds."""
+
+    def __init__(self):
+        self.now, self.calls = 0.0, 0
+
+    def __call__(self):
+        return self.now
+
+    def call(self, *args, **kwargs):
+        self.calls += 1
+        self.now += self.calls
+
+
+def test_call_times_times_only_the_calls_after_warm_up():
+    from tinymobilebert.benchmark.measure import call_times
+
+    clock = FakeClock()
+    assert call_times(clock.call, 2, 3, clock=clock) == [3.0, 4.0, 5.0]  # calls 1 and 2 warm up, untimed
+    assert clock.calls == 5
+    clock = FakeClock()  # at least 2 timed calls, then more until 10 s are spent, at most 6
+    assert call_times(clock.call, 1, 2, budget_s=10.0, max_repeats=6, clock=clock) == [2.0, 3.0, 4.0, 5.0]
+    clock = FakeClock()
+    assert call_times(clock.call, 0, 1, budget_s=100.0, max_repeats=3, clock=clock) == [1.0, 2.0, 3.0]
+    clock, reads = FakeClock(), []
+
+    def counter():  # read right before and right after each timed call: 2 per timed call
+        reads.append(clock.calls)
+        return 10 * clock.calls
+
+    samples, totals = call_times(clock.call, 1, 2, counters={"c": counter}, clock=clock)
+    assert samples == [2.0, 3.0] and totals == {"c": 20} and reads == [1, 2, 2, 3]
+
+
+def test_time_calls_and_time_adaptive_count_their_calls():
+    from tinymobilebert.benchmark.measure import time_adaptive, time_calls
+
+    calls = []
+    out = time_calls(lambda: calls.append(1), 2, 3)
+    assert len(calls) == 5 and out["n"] == 3 and len(out["samples"]) == 3 and out["cpu_per_call"] >= 0
+    assert out["min"] <= out["median"] <= out["max"]
+    calls.clear()
+    assert time_adaptive(lambda: calls.append(1), 0.0, min_reps=4)["n"] == 4 and len(calls) == 5
+
+
+def test_latency_helpers_report_the_median_of_the_timed_passes(monkeypatch):
+    """DynaBERT's ``measure_latency`` (seconds) and the demo's ``inference_latency_ms`` time with
+    ``call_times``: warm-up passes untimed, the median of the rest."""
+    import types
+
+    import numpy as np
+
+    from tinymobilebert.benchmark import measure
+    from tinymobilebert.demo import inference_latency_ms
+    from tinymobilebert.dynabert.table import measure_latency
+
+    clock = FakeClock()
+    monkeypatch.setattr(measure, "time", types.SimpleNamespace(perf_counter=clock))
+    model = types.SimpleNamespace(config=types.SimpleNamespace(vocab_size=10), forward=clock.call)
+    model.eval = lambda: model
+    assert measure_latency(model, 1, 4, repeats=3, warmup=2) == 4.0  # passes 3, 4, 5
+    clock.__init__()
+    batch = {"input_ids": np.zeros((1, 4), np.int64)}
+    assert inference_latency_ms(model, batch, repeats=4) == 3500.0  # one warm-up, then 2, 3, 4, 5 s

@@ -133,6 +133,15 @@ def test_sharded_checkpoint(tmp_path):
                           {"weight_map": {k: f for f, ks in shards.items() for k in ks}})
     checkpoint.write_json(str(tmp_path / "config.json"), m.config.to_dict())
     same_params(m, MobileBertForPreTraining.from_pretrained(tmp_path))
+    # its fingerprint (what a distillation run records of its teacher) covers the index and every shard
+    import hashlib
+
+    fingerprint = checkpoint.model_fingerprint(tmp_path)
+    assert list(fingerprint) == ["config.json", "model.safetensors.index.json", *sorted(shards)]
+    assert all(fingerprint[n] == hashlib.sha256((tmp_path / n).read_bytes()).hexdigest() for n in fingerprint)
+    (tmp_path / "model.safetensors.index.json").write_text("[]")
+    with pytest.raises(checkpoint.DamagedFileError, match="weight_map"):
+        checkpoint.model_fingerprint(tmp_path)
 
 
 def test_tokenizer_travels_with_the_model(tmp_path):

@@ -206,3 +206,73 @@ def test_distill_with_token_dropping(tmp_path, run_corpus, teacher_dir, capsys):
         main(["distill", "--out", str(tmp_path / "bad"), "--teacher", teacher_dir, "--token-dropping", "0"])
     assert "share of tokens kept in (0, 1]" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+# ------------------------------------------------------------------------------ the teacher on resume
+def _change_one_weight(model_dir, cls=MobileBertForPreTraining):
+    """Load the model in ``model_dir``, nudge one weight, save it back in place (a "retrained" teacher)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = cls.from_pretrained(model_dir)
+    m.params["mobilebert.embeddings.word_embeddings.weight"][5, 0] += 0.01
+    m.save_pretrained(model_dir, tokenizer=m.tokenizer)
+
+
+def test_a_resumed_distill_run_refuses_a_changed_teacher(tmp_path, run_corpus, teacher_dir, capsys):
+    """The teacher's files are fingerprinted when the run starts: the same teacher resumes, one
+    retrained in place (one weight changed, saved again) is a one-line error naming --teacher,
+    the run folder and the file that changed; a record of an older version warns and resumes."""
+    import hashlib
+    import shutil
+
+    from tinymobilebert.cli import main
+
+    teacher, out = tmp_path / "teacher", tmp_path / "run"
+    shutil.copytree(os.path.join(teacher_dir, "model"), teacher)
+    argv = ["distill", "--teacher", str(teacher), "--out", str(out), "--corpus", run_corpus, "--student", "tiny",
+            "--student-config", json.dumps(SHAPE), "--steps-per-layer", "2", "--pd-steps", "2", "--batch-size", "8",
+            "--max-length", "32", "--eval-every", "0", "--save-every", "0", "--no-progress"]
+    assert main(argv) == 0
+    facts = json.loads((out / "run.json").read_text())["facts"]
+    assert facts["teacher_sha256"]["model.safetensors"] == \
+        hashlib.sha256((teacher / "model.safetensors").read_bytes()).hexdigest()
+    assert set(facts["teacher_sha256"]) == {"config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json"}
+    assert main([*argv, "--resume"]) == 0  # the same teacher
+    capsys.readouterr()
+
+    _change_one_weight(teacher)
+    log = (out / "log.jsonl").read_text()
+    assert main([*argv, "--resume"]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"error: --teacher {teacher} is not the teacher the run in {out} started with (model.safetensors "
+                   "changed since then), and resuming would continue against another teacher: restore it, or start "
+                   "over with --overwrite or another --out\n")
+    assert (out / "log.jsonl").read_text() == log  # nothing written
+
+    record = json.loads((out / "run.json").read_text())
+    del record["facts"]["teacher_sha256"]  # as an older version recorded it
+    (out / "run.json").write_text(json.dumps(record))
+    with pytest.warns(UserWarning, match=f"--teacher {teacher}: the run in {out} did not record a fingerprint of its "
+                                         "teacher"):
+        distill(out, teacher, corpus=run_corpus, student="tiny", student_config=SHAPE, steps_per_layer=2, pd_steps=2,
+                batch_size=8, max_length=32, eval_every=0, save_every=0, progress=False, resume=True)
+    recorded = json.loads((out / "run.json").read_text())["facts"]["teacher_sha256"]
+    assert recorded["model.safetensors"] == hashlib.sha256((teacher / "model.safetensors").read_bytes()).hexdigest()
+
+
+def test_a_resumed_task_distillation_refuses_a_changed_teacher(tmp_path, run_corpus, teacher_dir):
+    from tinymobilebert import MobileBertForSequenceClassification
+    from tinymobilebert.train.run_folder import RunFolderError
+
+    task = wf.load_task("word_order", wf.load_documents(run_corpus), seed=0, max_train=16, max_dev=8)
+    wf.finetune(tmp_path / "ft", task, model_dir=os.path.join(teacher_dir, "model"), steps=1, batch_size=8,
+                max_length=32, warmup=0, eval_every=0, progress=False)
+    kw = dict(steps=2, batch_size=8, max_length=32, warmup=0, eval_every=0, save_every=0, progress=False)
+    distill_task(tmp_path / "td", task, tmp_path / "ft", teacher_dir, **kw)
+    distill_task(tmp_path / "td", task, tmp_path / "ft", teacher_dir, resume=True, **kw)
+    _change_one_weight(tmp_path / "ft" / "model", MobileBertForSequenceClassification)
+    with pytest.raises(RunFolderError, match=r"^--teacher .*ft/model is not the teacher the run in .*td started with "
+                                             r"\(model.safetensors changed since then\)"):
+        distill_task(tmp_path / "td", task, tmp_path / "ft", teacher_dir, resume=True, **kw)

@@ -290,3 +290,27 @@ def test_tables_of_several_runs_combine(tmp_path, capsys):
         (tmp_path / name / "table.json").write_text(json.dumps(rows))
     table_main([str(tmp_path / "a"), str(tmp_path / "b" / "table.json")])
     assert "| 65.0 ± 5.0 |" in capsys.readouterr().out
+
+
+def test_a_resumed_run_refuses_a_changed_model(tmp_path):
+    """--model's files are fingerprinted in run.json; a resume against a model saved again with
+    one weight changed is refused before anything is written, naming the file."""
+    import shutil
+
+    from tinymobilebert.checkpoint import read_safetensors, write_safetensors
+    from tinymobilebert.train.run_folder import RunFolderError
+
+    model, out = tmp_path / "model", tmp_path / "run"
+    shutil.copytree(FIXTURE, model)
+    task = toy_task()
+    settings = dict(widths=[1.0], depths=[1.0], teacher_steps=1, width_steps=1, depth_steps=1, batch_size=8,
+                    max_length=16, eval_every=0, save_every=0, latency_repeats=0)
+    run_dynabert(str(out), str(model), task, log=lambda s: None, progress=False, **settings)
+    run_dynabert(str(out), str(model), task, log=lambda s: None, progress=False, resume=True, **settings)
+    weights = read_safetensors(model / "model.safetensors")
+    name = sorted(weights)[0]
+    weights[name].flat[0] += 0.01
+    write_safetensors(str(model / "model.safetensors"), weights)
+    with pytest.raises(RunFolderError, match=rf"^--model {model} is not the model the run in {out} started with "
+                                             r"\(model.safetensors changed since then\)"):
+        run_dynabert(str(out), str(model), task, log=lambda s: None, progress=False, resume=True, **settings)

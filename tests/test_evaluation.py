@@ -91,3 +91,54 @@ def test_classifier_dev_accuracy_matches_the_runs_log_exactly(pretrained, run_co
     config = json.loads((out / "model" / "config.json").read_text())
     assert config["id2label"] == {"0": "reordered", "1": "as written"}
     assert config["label2id"] == {"reordered": 0, "as written": 1}
+
+
+# ------------------------------------------------------------------------------ task distillation and DynaBERT runs
+def test_a_task_distillation_run_evaluates_as_its_log(pretrained, run_corpus, tmp_path):
+    """``evaluate`` reads a ``distill --task`` run's record (task, corpus, seed, dev fraction, max
+    length), given its model or the run folder, and repeats its last dev figures exactly."""
+    from tinymobilebert.distill import distill_task
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        wf.finetune(tmp_path / "ft", "word_order", model_dir=pretrained / "model", corpus=run_corpus, steps=2,
+                    warmup=1, batch_size=8, max_length=32, eval_every=0, progress=False)
+        distill_task(tmp_path / "td", "word_order", tmp_path / "ft", pretrained / "model", corpus=run_corpus, steps=3,
+                     warmup=1, batch_size=8, max_length=24, seed=1, eval_every=3, save_every=0, progress=False)
+    logged = last_dev(tmp_path / "td")
+    for given in (tmp_path / "td" / "model", tmp_path / "td"):
+        lines = []
+        r = wf.evaluate(given, report=lines.append)
+        assert r["task"] == "word_order" and r["run"] == str(tmp_path / "td")
+        assert (r["accuracy"], r["loss"], r["examples"]) == (logged["accuracy"], logged["loss"], logged["examples"])
+        assert r["used"]["max_length"] == 24 and r["used"]["seed"] == 1 and r["used"]["corpus"] == run_corpus
+        assert f"settings of the run in {tmp_path / 'td'}" in lines[0] and "subnetwork" not in r
+
+
+def test_a_dynabert_run_evaluates_its_supernet_at_full_size(pretrained, run_corpus, tmp_path, capsys):
+    """Given a ``dynabert`` run folder, ``evaluate`` takes its last stage's model, evaluates it at
+    full width and depth on the run's task, and says so; the figures are the run's own (its
+    stage-2 log and its table's full-size row), also from a stage's checkpoint."""
+    from tinymobilebert.cli import main
+    from tinymobilebert.dynabert.run import run_dynabert
+
+    out = tmp_path / "dyna"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run = run_dynabert(str(out), str(pretrained / "model"), "word_order", corpus=run_corpus, widths=[0.5, 1.0],
+                           depths=[1.0], teacher_steps=2, width_steps=2, depth_steps=2, batch_size=8, max_length=32,
+                           eval_every=2, save_every=2, latency_repeats=0, log=lambda s: None, progress=False)
+    full = [row for row in run["table"] if (row["width"], row["depth"]) == (1.0, 1.0)][0]
+    logged = last_dev(out / "stage2")
+    assert logged["accuracy_w1_d1"] == full["accuracy"]
+    lines = []
+    r = wf.evaluate(out, report=lines.append)
+    assert r["accuracy"] == full["accuracy"] and r["task"] == "word_order" and r["run"] == str(out)
+    assert r["subnetwork"] == {"width_mult": 1.0, "depth_mult": 1.0} and r["used"]["max_length"] == 32
+    assert "the model is the DynaBERT supernet at full width and depth" in lines[0] and "table.md" in lines[0]
+    checkpoint = sorted((out / "stage2" / "checkpoints").iterdir())[-1]
+    assert wf.evaluate(checkpoint)["accuracy"] == full["accuracy"]
+    assert main(["evaluate", "--model", str(out)]) == 0
+    printed, err = capsys.readouterr()
+    assert json.loads(printed)["subnetwork"] == {"width_mult": 1.0, "depth_mult": 1.0}
+    assert "full width and depth" in err

@@ -1,5 +1,6 @@
 """Atomic file writes: a reader (or a run killed mid-write) sees the old file or the whole new
-one, never half of one. Every file this package saves goes through ``atomic_write``.
+one, never half of one. Every file this package saves goes through ``atomic_write`` (figures through
+``save_figure``).
 
 A write killed between creating its temporary file and the rename leaves that temporary file
 behind. Its name says whose it was (``.{name}.{pid}.{random}.tmp``), so
@@ -53,6 +54,25 @@ def write_text_atomic(path, text: str) -> None:
             f.write(text)
 
     atomic_write(path, write)
+
+
+def save_figure(fig, path, **savefig_kwargs) -> str:
+    """``fig.savefig(path, **savefig_kwargs)``, atomically: a crash mid-write leaves the old image.
+
+    The image goes to a temporary file beside ``path``, so matplotlib cannot tell the format from
+    its name: it is passed as ``format``, taken from ``savefig_kwargs``, else ``path``'s extension,
+    else matplotlib's ``savefig.format`` (png). ``path``'s folder is created if missing. Returns
+    ``path``.
+    """
+    path = os.fspath(path)
+    fmt = savefig_kwargs.pop("format", None) or os.path.splitext(path)[1][1:].lower() or None
+    if fmt is None:
+        import matplotlib
+
+        fmt = matplotlib.rcParams["savefig.format"]
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, **savefig_kwargs))
+    return path
 
 
 def is_temp_name(name: str) -> bool:

@@ -26,6 +26,7 @@ leaves a half-written file behind.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import warnings
@@ -139,6 +140,45 @@ def read_config(path: str) -> MobileBertConfig:
     if not isinstance(d, dict):
         raise DamagedFileError(file, f"expected a JSON object of config fields, got {type(d).__name__}")
     return MobileBertConfig.from_dict(d)
+
+
+
+TOKENIZER_FILES = (VOCAB_NAME, "tokenizer_config.json")
+
+
+def model_files(path) -> list[str]:
+    """The files of a model directory that ``from_pretrained`` reads, by name: config.json, the
+    weights (model.safetensors, or the index and every shard it lists) and, when present, the
+    tokenizer's vocab.txt and tokenizer_config.json."""
+    path = os.fspath(path)
+    if os.path.isfile(os.path.join(path, WEIGHTS_NAME)):
+        weights = [WEIGHTS_NAME]
+    elif not os.path.isfile(os.path.join(path, WEIGHTS_INDEX_NAME)):
+        raise FileNotFoundError(f"no {WEIGHTS_NAME} (or {WEIGHTS_INDEX_NAME}) in {path}")
+    else:
+        index = read_json_file(os.path.join(path, WEIGHTS_INDEX_NAME))
+        weight_map = index.get("weight_map") if isinstance(index, dict) else None
+        if not isinstance(weight_map, dict):
+            raise DamagedFileError(os.path.join(path, WEIGHTS_INDEX_NAME),
+                                   'expected {"weight_map": {tensor name: shard file}}')
+        weights = [WEIGHTS_INDEX_NAME, *sorted(set(weight_map.values()))]
+    tokenizer = [n for n in TOKENIZER_FILES if os.path.isfile(os.path.join(path, n))]
+    return [CONFIG_NAME, *weights, *tokenizer]
+
+
+def model_fingerprint(path) -> dict:
+    """{file name: SHA-256 hex digest} of ``model_files(path)``: what a run records of a model it
+    reads (a teacher), to tell on resume whether that model is still the same. Each file is
+    read once, in 1 MiB chunks (no copy of the weights in memory); ``sha256sum`` gives the same
+    digests."""
+    digests = {}
+    for name in model_files(path):
+        h = hashlib.sha256()
+        with open(os.path.join(os.fspath(path), name), "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        digests[name] = h.hexdigest()
+    return digests
 
 
 # ------------------------------------------------------------------------------------ names

@@ -153,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Held-out MLM accuracy (a pretraining model) or dev accuracy (a classifier), "
                                    "on the data and with the settings its run used (from run.json beside the "
                                    "model), so the figures match the run's log. Flags override them.")
-    p.add_argument("--model", required=True, help="a model directory (RUN/model, a checkpoint, any transformers dir)")
+    p.add_argument("--model", required=True, help="a model directory (RUN/model, a checkpoint, any transformers dir) "
+                   "or a run folder (its model; a dynabert run's supernet, evaluated at full width and depth)")
     p.add_argument("--task", help="a task (classifier); default: its run's")
     p.add_argument("--corpus", help="text for the MLM evaluation or the task (default: the run's, else built-in)")
     p.add_argument("--max-length", type=int, help="default: the run's, else 64")

@@ -212,15 +212,13 @@ def _measure(name, model_folder, ft_dir, how, s, dev_batches, seconds, cpu, bow,
 
 
 def inference_latency_ms(model, batch, repeats=7) -> float:
-    """Median wall milliseconds of one eval-mode forward pass over ``batch`` (no cache kept)."""
+    """Median wall milliseconds of one eval-mode forward pass over ``batch`` (no cache kept),
+    after one untimed pass (``benchmark.measure.call_times``)."""
+    from .benchmark.measure import call_times
+
     args = (batch["input_ids"], batch.get("token_type_ids"), batch.get("attention_mask"))
-    model.eval().forward(*args, keep_cache=False)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        model.forward(*args, keep_cache=False)
-        times.append(time.perf_counter() - t)
-    return float(np.median(times) * 1e3)
+    model.eval()
+    return float(np.median(call_times(lambda: model.forward(*args, keep_cache=False), 1, repeats)) * 1e3)
 
 
 def format_table(summary) -> list[str]:

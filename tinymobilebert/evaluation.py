@@ -9,6 +9,15 @@ another order on another count), the figures are those of the run's log, exactly
 rows are padded to the longest row of their batch, and with transformers' trigram input the
 last real token reads its [PAD] neighbour, so another batch size gives (slightly) other figures.
 
+The runs whose record is read: ``pretrain`` and ``distill`` (held-out MLM), and ``finetune``,
+task distillation (``distill --task``, recorded as ``distill_task``) and ``dynabert`` (a
+classifier's task, corpus, dev fraction, seed and maximum length; ``finetune`` records its
+evaluation batch size, the other two evaluate at 128 rows, the default). A run folder may be given for its model: ``RUN/model``, or for a ``dynabert`` run its
+last stage's (``RUN/stage2/model``, ``stage3`` with ``--final-steps``). A DynaBERT model is the
+supernet: it is evaluated at full width and depth, and the report and the result say so (each
+sub-network's dev accuracy is in the run's table.md); ``RUN/stageN/model`` and its checkpoints
+``RUN/stageN/checkpoints/step-N`` are found to belong to the run too.
+
 Arguments given override the record, and the report says so; a model that no run wrote is
 evaluated with the defaults (built-in corpus, batch size 32, max length 64, seed 0), said too.
 If the corpus (or task) text has changed since the run, a warning says the figures cannot match.
@@ -19,12 +28,12 @@ from __future__ import annotations
 import os
 import warnings
 
-from .checkpoint import read_config
+from .checkpoint import CONFIG_NAME, read_config
 from .data import PretrainingData, encode_examples, example_batches
 from .model import MobileBertForPreTraining, MobileBertForSequenceClassification
 from .threads import restored, set_threads
 from .train.evaluate import evaluate_classification, evaluate_pretraining
-from .train.run_folder import find_run_of
+from .train.run_folder import find_run_of, read_run_record
 from .train.settings import corpus_fingerprint, task_fingerprint
 from .train.trainer import LOG_NAME, read_log
 from .workflows import (BUILTIN, IN_PYTHON, TASKS, _path_setting, build_run_task, load_documents,
@@ -33,6 +42,36 @@ from .workflows import (BUILTIN, IN_PYTHON, TASKS, _path_setting, build_run_task
 MLM_DEFAULTS = dict(corpus=BUILTIN, exclude_documents=[], max_length=64, batch_size=32, seed=0, dev_fraction=0.05,
                     nsp=True, eval_batches=None)
 CLASSIFIER_DEFAULTS = dict(task=None, corpus=BUILTIN, max_length=64, eval_batch_size=128, seed=0, dev_fraction=None)
+MLM_RUNS = ("pretrain", "distill", None)  # None: a record of an older version (the settings alone)
+CLASSIFIER_RUNS = ("finetune", "distill_task", "dynabert")  # the last two evaluate at eval_batch_size's default
+DYNABERT_STAGES = ("stage1", "stage2", "stage3")
+SUPERNET_NOTE = "the DynaBERT supernet at full width and depth"
+
+
+def locate(path) -> tuple[str, str | None, dict | None, str | None]:
+    """(model directory, run folder, its record, folder of the log the model comes from) of a
+    model directory or a run folder (see the module notes); run and record None for a model no
+    run wrote."""
+    path = os.fspath(path)
+    record = read_run_record(path) if not os.path.isfile(os.path.join(path, CONFIG_NAME)) else None
+    if record is not None:  # a run folder: its model
+        stage = ("stage3" if record["settings"].get("final_steps") else "stage2") \
+            if record["command"] == "dynabert" else ""
+        model_dir = os.path.join(path, stage, "model")
+        if not os.path.isfile(os.path.join(model_dir, CONFIG_NAME)):
+            raise FileNotFoundError(f"{path} is a {record['command'] or 'training'} run folder without {model_dir} "
+                                    "(not finished?): give a model directory or a checkpoint")
+        return model_dir, path, record, os.path.join(path, stage)
+    run_dir, record = find_run_of(path)
+    if run_dir is not None:
+        return path, run_dir, record, run_dir
+    here = os.path.abspath(path)  # a dynabert stage's: RUN/stageN/model, RUN/stageN/checkpoints/step-N
+    for stage_dir in (os.path.dirname(here), os.path.dirname(os.path.dirname(here))):
+        run_dir = os.path.dirname(stage_dir)
+        record = read_run_record(run_dir) if os.path.basename(stage_dir) in DYNABERT_STAGES else None
+        if record is not None and record["command"] == "dynabert":
+            return path, run_dir, record, stage_dir
+    return path, None, None, None
 
 
 def _settings(defaults: dict, recorded: dict, given: dict) -> tuple[dict, dict]:
@@ -67,7 +106,8 @@ def evaluate(model_dir, task=None, corpus=None, max_length=None, batch_size=None
     Parameters
     ----------
     model_dir : str
-        A model directory (``RUN/model``, a checkpoint, or any transformers directory).
+        A model directory (``RUN/model``, a checkpoint, or any transformers directory), or a run
+        folder (its model; a dynabert run's last stage's).
     task : str or None
         A task name or GLUE-style path: evaluate a classifier on it (default: its run's task).
     corpus, max_length, batch_size, seed, dev_fraction : override the run's settings.
@@ -77,11 +117,11 @@ def evaluate(model_dir, task=None, corpus=None, max_length=None, batch_size=None
     Returns
     -------
     dict
-        The metrics, ``"used"`` (the settings used) and ``"run"`` (the run folder, or None).
+        The metrics, ``"used"`` (the settings used), ``"run"`` (the run folder, or None), and for
+        a DynaBERT model ``"subnetwork"`` ({"width_mult": 1.0, "depth_mult": 1.0}: the full one).
     """
-    model_dir = os.fspath(model_dir)
-    run_dir, record = find_run_of(model_dir)
-    threads = _logged_threads(run_dir)
+    model_dir, run_dir, record, log_dir = locate(model_dir)
+    threads = _logged_threads(log_dir)
     if threads is None:
         return _evaluate(model_dir, run_dir, record, task, corpus, max_length, batch_size, seed, dev_fraction, report)
     if report:  # BLAS sums in another order on another thread count: the run's count repeats its figures
@@ -91,11 +131,11 @@ def evaluate(model_dir, task=None, corpus=None, max_length=None, batch_size=None
         return _evaluate(model_dir, run_dir, record, task, corpus, max_length, batch_size, seed, dev_fraction, report)
 
 
-def _logged_threads(run_dir):
+def _logged_threads(log_dir):
     """The thread count of the run's last held-out evaluation (its log's last dev record), or None."""
-    if run_dir is None or not os.path.isfile(os.path.join(run_dir, LOG_NAME)):
+    if log_dir is None or not os.path.isfile(os.path.join(log_dir, LOG_NAME)):
         return None
-    dev = [r for r in read_log(run_dir) if r.get("split") == "dev"]
+    dev = [r for r in read_log(log_dir) if r.get("split") == "dev"]
     return dev[-1].get("threads") if dev else None
 
 
@@ -103,14 +143,22 @@ def _evaluate(model_dir, run_dir, record, task, corpus, max_length, batch_size, 
     arch = read_config(model_dir).extra.get("architectures", [""])[0]
     command = record["command"] if record else None
     if task is not None or arch.endswith("ForSequenceClassification"):
-        recorded = record["settings"] if command == "finetune" else {}
-        run_dir = run_dir if command == "finetune" else None
-        return _evaluate_classifier(model_dir, run_dir, recorded, record["facts"] if run_dir else {}, report,
-                                    dict(task=_task_setting(task), corpus=_path_setting(corpus), max_length=max_length,
-                                         eval_batch_size=batch_size, seed=seed, dev_fraction=dev_fraction))
+        recorded = record["settings"] if command in CLASSIFIER_RUNS else {}
+        run_dir = run_dir if command in CLASSIFIER_RUNS else None
+        if command == "dynabert" and report is not None:
+            table = os.path.join(run_dir, "table.md")
+            report = (lambda line, say=report: say(f"{line}; the model is {SUPERNET_NOTE} (every sub-network's dev "
+                                                   f"accuracy: {table})"))
+        result = _evaluate_classifier(model_dir, run_dir, recorded, record["facts"] if run_dir else {}, report,
+                                      dict(task=_task_setting(task), corpus=_path_setting(corpus),
+                                           max_length=max_length, eval_batch_size=batch_size, seed=seed,
+                                           dev_fraction=dev_fraction))
+        if command == "dynabert":
+            result["subnetwork"] = {"width_mult": 1.0, "depth_mult": 1.0}
+        return result
     if not arch.endswith("ForPreTraining"):
         raise ValueError(f"{model_dir} holds a {arch or 'model'}; give --task to evaluate a classifier")
-    recorded = record["settings"] if command in ("pretrain", "distill", None) and record else {}
+    recorded = record["settings"] if command in MLM_RUNS and record else {}
     if command == "distill" and recorded.get("split_seed") is not None:  # a student held out its teacher's split
         recorded = {**recorded, "seed": recorded["split_seed"]}
     run_dir = run_dir if recorded else None
@@ -150,7 +198,8 @@ def _evaluate_mlm(model_dir, run_dir, recorded, facts, report, given) -> dict:
 def _evaluate_classifier(model_dir, run_dir, recorded, facts, report, given) -> dict:
     s, differ = _settings(CLASSIFIER_DEFAULTS, recorded, given)
     if s["task"] in (None, IN_PYTHON):
-        why = "was given its task as a Task object" if s["task"] == IN_PYTHON else "is not recorded (only a finetune run's record is read for it)"
+        why = "was given its task as a Task object" if s["task"] == IN_PYTHON else (
+            f"is not recorded (only the records of {', '.join(CLASSIFIER_RUNS)} runs name one)")
         raise ValueError(f"{model_dir} holds a classifier whose task {why}: give --task")
     task = build_run_task(s)
     if "task" not in differ and "corpus" not in differ:

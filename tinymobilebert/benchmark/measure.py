@@ -1,10 +1,14 @@
-"""Benchmark sizes, batches and timing helpers (wall clock, CPU time, CPU pressure, memory)."""
+"""Benchmark sizes, batches and timing helpers (wall clock, CPU time, CPU pressure, memory).
+
+``call_times`` is the package's one way to time a function's calls after warm-up: the
+benchmark's ``time_calls`` / ``time_adaptive``, DynaBERT's ``measure_latency`` and the demo's
+``inference_latency_ms`` all use it (each keeps its own statistic: all report the median).
+"""
 
 from __future__ import annotations
 
 import gc
 import os
-import resource
 import statistics
 import time
 
@@ -69,6 +73,8 @@ def summarize(samples) -> dict:
 
 
 def _cpu_s() -> float:
+    import resource  # here, not at the top: demo and dynabert time with this module, and Windows has no resource
+
     ru = resource.getrusage(resource.RUSAGE_SELF)
     return ru.ru_utime + ru.ru_stime
 
@@ -104,40 +110,56 @@ def wait_until_quiet(max_wait_s: float, threshold: float = 10.0) -> dict:
     return {"waited_s": time.perf_counter() - t0, "cpu_pressure_avg10": p}
 
 
+def call_times(fn, warmup: int, repeats: int, *, budget_s: float = 0.0, max_repeats: int | None = None,
+               collect_garbage: bool = False, counters: dict | None = None, clock=None):
+    """Seconds of each timed call of ``fn()``: ``warmup`` untimed calls first, then ``repeats``
+    timed ones, then more while the timed calls add up to less than ``budget_s`` (at most
+    ``max_repeats`` in all).
+
+    ``collect_garbage``: run the garbage collector before each timed call, outside its time.
+    ``counters``: {name: reader} of other counters (CPU seconds, ...) read right around each timed
+    call; returns ``(samples, {name: summed difference})`` when given, else ``samples``.
+    ``clock``: the wall clock (default ``time.perf_counter``; a test passes a fake one).
+    """
+    clock = time.perf_counter if clock is None else clock
+    max_repeats = repeats if max_repeats is None else max_repeats
+    for _ in range(warmup):
+        fn()
+    samples, totals = [], {name: 0 for name in counters or {}}
+    while len(samples) < repeats or (sum(samples) < budget_s and len(samples) < max_repeats):
+        if collect_garbage:
+            gc.collect()
+        before = {name: read() for name, read in (counters or {}).items()}
+        t0 = clock()
+        fn()
+        samples.append(clock() - t0)
+        for name, read in (counters or {}).items():
+            totals[name] += read() - before[name]
+    return samples if counters is None else (samples, totals)
+
+
 def time_calls(fn, warmup: int, repeats: int) -> dict:
     """Call ``fn`` ``warmup`` times, then time ``repeats`` calls (GC run between calls, not during).
 
-    Besides wall-clock times, records this process's CPU seconds per call and the share of the
-    timed wall time during which some task on the machine waited for a CPU (``cpu_stall``, from
-    /proc/pressure/cpu): well above 0 means other load competed with the measurement.
+    Besides wall-clock times (``summarize``: median, min, max), records this process's CPU seconds
+    per call and the share of the timed wall time during which some task on the machine waited
+    for a CPU (``cpu_stall``, from /proc/pressure/cpu): well above 0 means other load competed
+    with the measurement.
     """
-    for _ in range(warmup):
-        fn()
-    samples, cpu, stall = [], 0.0, 0
-    for _ in range(repeats):
-        gc.collect()
-        stall0, cpu0, t0 = _cpu_stall_us(), _cpu_s(), time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
-        cpu += _cpu_s() - cpu0
-        stall = None if stall0 is None else stall + _cpu_stall_us() - stall0
+    counters = {"cpu": _cpu_s}
+    if _cpu_stall_us() is not None:
+        counters["stall_us"] = _cpu_stall_us
+    samples, totals = call_times(fn, warmup, repeats, collect_garbage=True, counters=counters)
     out = summarize(samples)
-    out["cpu_per_call"] = cpu / repeats
-    if stall is not None:
-        out["cpu_stall"] = stall / 1e6 / sum(samples)
+    out["cpu_per_call"] = totals["cpu"] / repeats
+    if "stall_us" in totals:
+        out["cpu_stall"] = totals["stall_us"] / 1e6 / sum(samples)
     return out
 
 
 def time_adaptive(fn, budget_s: float, min_reps: int = 3, max_reps: int = 50) -> dict:
     """One warm-up call, then repeat until ``budget_s`` is spent (at least ``min_reps`` calls)."""
-    fn()
-    samples, spent = [], 0.0
-    while len(samples) < min_reps or (spent < budget_s and len(samples) < max_reps):
-        t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
-        spent += samples[-1]
-    return summarize(samples)
+    return summarize(call_times(fn, 1, min_reps, budget_s=budget_s, max_repeats=max_reps))
 
 
 def rss_mb() -> float:
@@ -148,4 +170,6 @@ def rss_mb() -> float:
 
 def peak_rss_mb() -> float:
     """Peak resident set size of this process so far (MB; Linux reports ru_maxrss in KB)."""
+    import resource
+
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -1,7 +1,8 @@
 """A distillation run, end to end: ``python -m tinymobilebert distill`` and ``distill.distill(...)``.
 
 The run folder is a pretraining run's (``workflows`` module notes): ``run.json`` (every
-setting, the teacher's path among them, and a fingerprint of the text), ``distillation.json``
+setting, the teacher's path among them, a fingerprint of the text, and the SHA-256 of each of
+the teacher's files: a resume against a teacher retrained in place is refused), ``distillation.json``
 (the full configuration those settings give: the schedule's stages, both models' configs, the
 layer mapping, the tensors copied from the teacher, the optimizer), ``log.jsonl`` (every loss
 term each step, weighted and unweighted,
@@ -21,7 +22,7 @@ from __future__ import annotations
 import os
 import time
 
-from ..checkpoint import write_json
+from ..checkpoint import model_fingerprint, write_json
 from ..data import PretrainingData, encode_examples, example_batches
 from ..model import MobileBertForPreTraining, MobileBertForSequenceClassification
 from ..optim import LAMB
@@ -36,6 +37,7 @@ from .teacher import copy_from_teacher, load_teacher, resolve_model_dir
 LAMB_EXCLUDE = ["teacher", "LayerNorm", "layer_norm", "bias", "FakeLayerNorm"]
 LAYERWISE_LOSSES = ("fmt", "at", "mv")
 CONFIG_NAME = "distillation.json"  # the run's full configuration, beside run.json (the settings)
+TEACHER_FACT = "teacher_sha256"  # run.json facts: {file: SHA-256} of the teacher's files, checked on resume
 
 DEFAULTS = dict(strategy="pkt", pd=True, student="mobilebert_small_student", student_config={}, steps_per_layer=60,
                 pd_steps=400, lr=1.5e-3, pd_lr=None, pd_warmup=None, batch_size=32, max_length=64, seed=0,
@@ -134,6 +136,8 @@ def distill(out_dir, teacher=None, *, docs=None, resume=False, overwrite=False, 
     s = run.settings
     if s["teacher"] is None:
         raise ValueError("--teacher is required: a pretrained teacher's run folder or model directory")
+    teacher_files = model_fingerprint(s["teacher"])  # a resumed run must read the teacher it started with
+    run.check_same_model(TEACHER_FACT, "--teacher", s["teacher"], teacher_files)
     check_training_settings({k: s[k] for k in ("batch_size", "eval_every", "save_every", "eval_batches", "seed",
                                                "max_length", "dev_fraction")})
     check_step_options(s["alpha"], s["temperature"], s["at_form"], s["mv_teacher_layers"], s["weights"],
@@ -166,7 +170,7 @@ def distill(out_dir, teacher=None, *, docs=None, resume=False, overwrite=False, 
                          f"(--batch-size {s['batch_size']})")
     for model_cfg in (cfg, teacher_model.config):
         check_max_length(s["max_length"], model_cfg)
-    run.start(facts={"corpus_sha256": corpus_fingerprint(docs), "documents": len(docs)})
+    run.start(facts={"corpus_sha256": corpus_fingerprint(docs), "documents": len(docs), TEACHER_FACT: teacher_files})
     write_json(os.path.join(out_dir, CONFIG_NAME), {
         "schedule": schedule.describe(), "student_config": cfg.to_dict(), "teacher_config": teacher_model.config.to_dict(),
         "copied_from_teacher": copied, "mapping": list(plan.mapping.teacher_layers), "losses": list(plan.losses),
@@ -242,6 +246,8 @@ def distill_task(out_dir, task=None, teacher=None, student=None, *, resume=False
     for name in ("teacher", "student"):
         if s[name] is None:
             raise ValueError(f"--{name} is required for task distillation")
+    teacher_files = model_fingerprint(s["teacher"])
+    run.check_same_model(TEACHER_FACT, "--teacher", s["teacher"], teacher_files)
     check_training_settings(s)
     s["warmup"] = resolve_warmup(s["warmup"], s["steps"], 0.1)
     if s["task"] == IN_PYTHON and task_obj is None:
@@ -271,7 +277,7 @@ def distill_task(out_dir, task=None, teacher=None, student=None, *, resume=False
     dev = encode_examples(task.dev, tok, s["max_length"])
     B = s["batch_size"]
     opt = _optimizer(st.store, "adamw", s["lr"], s["steps"], s["warmup"])
-    run.start(facts={"task_sha256": task_fingerprint(task)})
+    run.start(facts={"task_sha256": task_fingerprint(task), TEACHER_FACT: teacher_files})
     tok.save_pretrained(out_dir)
 
     def dev_batches():

@@ -112,7 +112,7 @@ def plot_head_importance(heads, out_png: str, title: str | None = None) -> str:
 
     Needs matplotlib (an optional dependency). Returns ``out_png``.
     """
-    import os
+    from ..atomic import save_figure
 
     try:
         import matplotlib
@@ -138,7 +138,8 @@ def plot_head_importance(heads, out_png: str, title: str | None = None) -> str:
     ax.set_title(title or "head importance\n(relative to the layer's largest; numbers: rank)", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.05)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(out_png)), exist_ok=True)
-    fig.savefig(out_png, dpi=110)
-    plt.close(fig)
+    try:
+        save_figure(fig, out_png, dpi=110)
+    finally:
+        plt.close(fig)
     return out_png

@@ -24,7 +24,9 @@ metrics are best, while here a stage's model is its last step (dev accuracy pick
 Resume: a stage with a summary.json is done and is read back; an unfinished stage continues from
 its latest checkpoint (``Trainer.resume``: weights, optimizer, dropout generator, position in the
 data), so the losses it logs are those of an uninterrupted run. The importance scores and the
-augmented rows are read back from their files, never recomputed.
+augmented rows are read back from their files, never recomputed. run.json records the SHA-256
+of each of ``--model``'s files (the teacher, or what it is fine-tuned into), and a resume
+against changed files is refused.
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ import warnings
 
 import numpy as np
 
-from ..checkpoint import (read_config, read_json_file, read_safetensors, read_safetensors_dir, write_json,
-                          write_safetensors)
+from ..checkpoint import (model_fingerprint, read_config, read_json_file, read_safetensors, read_safetensors_dir,
+                          write_json, write_safetensors)
 from ..data import derived_rng, encode_examples, example_batches
 from ..model import MobileBertForMaskedLM, MobileBertForSequenceClassification
 from ..train import Trainer
@@ -48,6 +50,7 @@ from .step import (SubnetworkDistillation, SubnetworkFinetuning, TEACHER_WIDTHS,
 from .table import format_table, subnetwork_table
 
 AUGMENT = 7  # derived_rng stream tag of the augmentation draws
+MODEL_FACT = "model_sha256"  # run.json facts: {file: SHA-256} of --model's files, checked on resume
 
 DEFAULTS = dict(
     model=None, task="word_order", corpus="builtin", dev_fraction=None,
@@ -231,7 +234,9 @@ def run_dynabert(out_dir, model_dir=None, task=None, *, corpus=None, resume=Fals
     task = task_obj if task_obj is not None else build_run_task(s)
     check_max_length(s["max_length"], read_config(s["model"]))
     check_one_batch(task, s["batch_size"])
-    run.start(facts={"task_sha256": task_fingerprint(task)})
+    model_files = model_fingerprint(s["model"])  # a resumed run must read the model it started from
+    run.check_same_model(MODEL_FACT, "--model", s["model"], model_files, role="model")
+    run.start(facts={"task_sha256": task_fingerprint(task), MODEL_FACT: model_files})
     t0, cpu0 = time.perf_counter(), time.process_time()
 
     teacher_dir = prepare_teacher(out_dir, s["model"], task, s, progress)

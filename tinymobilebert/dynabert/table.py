@@ -14,7 +14,6 @@ standard deviation (``combine_tables``):
 from __future__ import annotations
 
 import statistics
-import time
 
 import numpy as np
 
@@ -25,16 +24,13 @@ LATENCY_BATCHES = (1, 32)
 
 
 def measure_latency(model, batch_size: int, seq_len: int, repeats: int = 5, warmup: int = 2) -> float:
-    """Median seconds of ``model.forward`` (eval, no caches) on random ids (batch_size, seq_len)."""
+    """Median seconds of ``model.forward`` (eval, no caches) on random ids (batch_size, seq_len),
+    after ``warmup`` untimed passes (``benchmark.measure.call_times``)."""
+    from ..benchmark.measure import call_times
+
     ids = np.random.default_rng(0).integers(1, model.config.vocab_size, (batch_size, seq_len))
     model.eval()
-    times = []
-    for k in range(warmup + repeats):
-        t0 = time.perf_counter()
-        model.forward(ids, keep_cache=False)
-        if k >= warmup:
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(call_times(lambda: model.forward(ids, keep_cache=False), warmup, repeats))
 
 
 def subnetwork_table(model, subnetworks, evaluate=None, seq_len: int = 64, latency_repeats: int = 5,

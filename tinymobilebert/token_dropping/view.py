@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..atomic import save_figure
 from ..model.plan import encoder_plan
 from .importance import NEVER_KEEP_SCORE, PROTECTED_SCORE
 
@@ -79,8 +80,10 @@ class LayerView:
         ax.set_title(title or f"token dropping: dark = updated by the layer ({len(self.kept)} of {T} kept)",
                      fontsize=9)
         fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        try:
+            save_figure(fig, path, dpi=110)
+        finally:
+            plt.close(fig)
         return str(path)
 
 

@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 
+from ..atomic import save_figure
 from .trainer import read_log
 
 
@@ -57,7 +58,8 @@ def plot_runs(runs: list, out_png: str, smooth_window: int = 20, title: str | No
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(out_png)), exist_ok=True)
-    fig.savefig(out_png, dpi=110)
-    plt.close(fig)
+    try:
+        save_figure(fig, out_png, dpi=110)
+    finally:
+        plt.close(fig)
     return out_png

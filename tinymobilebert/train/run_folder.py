@@ -34,6 +34,11 @@ Arguments:
   (a corpus fingerprint) that must not change under a resumed run: they are compared with the
   record (an error if they differ) before anything is written. ``start`` also removes what
   killed writes left (``.tmp`` files and checkpoint folders of processes no longer running).
+  A fact a resumed run's record lacks (it was started by an older version) is added to it.
+* ``run.check_same_model(fact, flag, model_dir, fingerprint)``: for a model the run reads
+  again on resume (a teacher), ``checkpoint.model_fingerprint`` of its files, recorded among
+  the facts: a resume against changed files is a one-line error saying which changed, a
+  record without the fingerprint a warning. Call it before ``start``, which records it.
 
 ``run.json`` holds ``{"command", "settings", "facts", "changes"}``: the settings the run has now,
 and the history of changes made on resume (``{setting: {"from", "to"}}`` per resume);
@@ -46,6 +51,7 @@ import copy
 import json
 import os
 import shutil
+import warnings
 
 from ..atomic import is_temp_name, remove_stale_temp_files
 from ..checkpoint import read_json_file, write_json
@@ -184,6 +190,30 @@ class RunFolder:
             raise RunFolderError(f"the run in {self.path} has a checkpoint at step {saved}, past {self.flags['steps']} "
                                  f"{self.settings['steps']}: give {self.flags['steps']} {saved} or more to continue it")
 
+    def check_same_model(self, fact: str, flag: str, model_dir, fingerprint: dict, role: str = "teacher") -> None:
+        """On resume: the model in ``model_dir`` (given as ``flag``) is the one the run started with.
+
+        ``fingerprint`` ({file: SHA-256}, ``checkpoint.model_fingerprint``) is compared with the
+        record's ``facts[fact]``. Any file changed, added or gone: a one-line RunFolderError (the
+        ``role``, e.g. the student's teacher, would silently be another model). A record without
+        the fact (an older version's run) resumes with a warning; ``start`` records it then.
+        """
+        if not self.resuming:
+            return
+        recorded = self.record["facts"].get(fact)
+        if recorded is None:
+            warnings.warn(f"{flag} {model_dir}: the run in {self.path} did not record a fingerprint of its {role} (an "
+                          f"older version's run), so resuming cannot check that the {role} is the one the run started "
+                          "with; its fingerprint is recorded now", UserWarning, stacklevel=2)
+            return
+        changed = [(n, "changed" if n in recorded and n in fingerprint else "new" if n in fingerprint else "gone")
+                   for n in sorted(set(recorded) | set(fingerprint)) if recorded.get(n) != fingerprint.get(n)]
+        if changed:
+            what = ", ".join(f"{n} {how}" for n, how in changed)
+            raise RunFolderError(f"{flag} {model_dir} is not the {role} the run in {self.path} started with ({what} "
+                                 f"since then), and resuming would continue against another {role}: restore it, or "
+                                 "start over with --overwrite or another --out")
+
     # ------------------------------------------------------------------------------ start
     def start(self, facts: dict | None = None) -> None:
         """Make the folder this run's: check ``facts`` against the record (on resume), delete the
@@ -206,7 +236,8 @@ class RunFolder:
             changes = list(self.record["changes"])
             if self.changes:
                 changes.append({k: {"from": old, "to": new} for k, (old, new) in self.changes.items()})
-            record = {**self.record, "command": self.command, "settings": self.settings, "changes": changes}
+            record = {**self.record, "command": self.command, "settings": self.settings, "changes": changes,
+                      "facts": {**facts, **self.record["facts"]}}  # an older run's record gains the facts it lacks
             notify(self.describe_resume())
         else:
             if self.new_despite_resume:
