@@ -12,15 +12,16 @@ on the MLM logits (PD's mixed target) and on the NSP logits (PD's hard-label NSP
 
 **Each step runs only the layers its loss reads.** A step that is not PD and whose layer-wise
 terms are those of the student layers ``layers`` stops the student after ``max(layers)`` and the
-teacher after the last teacher layer paired with them (``stop_after_layer``, ``model.plan``):
-nothing above can change the loss, so the layers there would run, and be differentiated, for
-nothing. A PKT stage l thus runs the student's layers 0 .. l (and the teacher's up to the one
-paired with l): for L layers, about (L + 1) / (2 L) of a whole-model step on average over the
-stages. The updates are those of whole-model steps (the layers above got an exact zero
-gradient and lr 0 there; now they get no gradient, and their moments are gated to 0 all the
-same). JKT's step reads every layer and runs them all; PD and AKT need the last layer's MLM
-logits and run every layer. With ``mv_teacher_layers="all"`` the teacher runs whole (every one
-of its states is compared).
+teacher after the last teacher layer paired with them (``stop_after_layer``, ``model.plan``;
+``last_layers_read``): nothing above can change the loss, so the layers there would run, and be
+differentiated, for nothing. A PKT stage l thus runs the student's layers 0 .. l and the
+teacher's up to the one paired with l: over the L stages, (L + 1) / (2 L) of the layer work of
+running every layer in every step (the embeddings, the optimizer update and the per-step
+overhead are not cut; ``budget`` measures each stage's cost). The updates are bit for bit those
+of whole-model steps: the layers above used to get an exact zero gradient and lr 0, now they get
+no gradient, and LAMB gates their moments to 0 all the same. JKT's step reads every layer and
+runs them all; PD and AKT read the last layer's MLM logits and run every layer. With
+``mv_teacher_layers="all"`` the teacher runs whole (every one of its states is compared).
 
 Logged each step, next to the learning rate of every layer group (``lr_layer_{l}``,
 ``lr_embeddings_heads``; the trainer adds ``lr``, the base rate, and ``grad_norm``):
