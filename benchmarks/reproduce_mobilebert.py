@@ -24,9 +24,9 @@ Rows (the paper's, with this project's readings where no code exists: ``distill/
 
 **Equal budgets.** Every student gets the same process CPU seconds: those of ``--budget`` steps
 of the student trained alone; step counts come from each kind of step's CPU cost, measured once
-at the start (``distill/budget.py``). The
-PKT ablation rows (fewer terms) are given the full PKT step's cost, so they run slightly fewer
-steps than they could. Data: the built-in corpus without the fine-tuning tasks' dev documents;
+at the start (``distill/budget.py``; PKT's stage by stage, since stage l runs layers 0 .. l
+only). The PKT ablation rows (fewer terms) are given the PKT stages' costs with every term, so
+they run slightly fewer steps than they could. Data: the built-in corpus without the fine-tuning tasks' dev documents;
 one held-out split and one held-out masking for every run (``split_seed`` 0); the seed changes
 the student's initialisation, the data order and masking, and the fine-tuning.
 
@@ -109,6 +109,9 @@ def run_all(args, results, path):
     cfg = distill.run.student_config(demo.STUDENT, len(tok))
     train_docs, dev_docs = wf.train_dev_split(pre_docs, dev_fraction=0.05, seed=0)
     dev_data = wf.PretrainingData(dev_docs, tok, max_length=LENGTH, seed=1)
+    if "costs" in results and "pkt_stages" not in results["costs"]:
+        sys.exit(f"{path} holds runs budgeted when every PKT step ran the whole model (no per-stage costs): give "
+                 "another --work")
     if "costs" not in results:
         data = wf.PretrainingData(train_docs, tok, max_length=LENGTH, seed=0)
         results["costs"] = step_costs(teacher, cfg, first_batches(data, BATCH, n=6))
@@ -124,7 +127,7 @@ def run_all(args, results, path):
                                                                       "teacher")):
         sys.exit(f"{path} holds runs made with other settings ({old}): give another --work, or the same settings")
     results["settings"] = settings
-    log(f"step costs (CPU s): {json.dumps({k: round(v, 4) for k, v in results['costs'].items()})}; steps: {n}")
+    log(f"step costs (CPU s): {json.dumps(rounded(results['costs']))}; steps: {n}")
 
     def dev_batches():
         for k, b in enumerate(dev_data.batches(BATCH, 0, shuffle=False, drop_last=False)):
@@ -219,6 +222,11 @@ def save(results, path):
     write_text_atomic(path, json.dumps(results, indent=1))
 
 
+def rounded(costs: dict) -> dict:
+    """Step costs to 4 decimals (PKT's per-stage costs are a list)."""
+    return {k: [round(c, 4) for c in v] if isinstance(v, list) else round(v, 4) for k, v in costs.items()}
+
+
 def log(msg):
     print(time.strftime("%H:%M:%S"), msg, flush=True)
 
@@ -260,7 +268,7 @@ def write_tables(results, folder):
              f"of {st.get('budget_steps', '?')} steps of the student trained alone "
              f"({st.get('budget_cpu_seconds', 0):.0f} s, {st.get('threads', '?')} thread), step counts "
              f"{st.get('steps', {})} from the measured step costs (CPU s) "
-             f"{ {k: round(v, 4) for k, v in results.get('costs', {}).items()} }. Mean ± standard deviation over "
+             f"{rounded(results.get('costs', {}))}. Mean ± standard deviation over "
              f"seeds (n per row in the last column), in %. Held-out MLM: accuracy on documents no model trained on; "
              f"task columns: best dev accuracy over fine-tuning at learning rates 3e-4, 1e-3, 3e-3 (150 steps "
              f"each).", ""]

@@ -197,25 +197,33 @@ def test_each_layer_trains_during_its_stage():
 
 
 def test_equal_budgets_split_the_same_cpu_seconds():
-    from tinymobilebert.distill.budget import measure_budget, split_budget, step_costs
+    from tinymobilebert.distill.budget import Budget, measure_budget, split_budget, step_costs
 
-    costs = {"mlm": 0.1, "layerwise": 0.15, "jkt": 0.16, "pd": 0.2, "akt": 0.21}
+    stages = [0.09, 0.11, 0.13, 0.15]  # PKT's stage l runs layers 0 .. l: each costs more than the last
+    costs = {"mlm": 0.1, "pkt_stages": stages, "layerwise": 0.12, "jkt": 0.16, "pd": 0.2, "akt": 0.21}
     n = split_budget(costs, 90.0, 4, layerwise_share=0.3)
     assert n["mlm_steps"] == 900 and n["pd_only_steps"] == 450 and n["akt_steps"] == 428
-    assert n["steps_per_layer"] == int(0.3 * 90 / (4 * 0.15)) == 45
-    spent = 4 * n["steps_per_layer"] * 0.15 + n["pd_steps"] * 0.2
+    assert n["steps_per_layer"] == int(0.3 * 90 / sum(stages)) == 56  # S steps in every stage
+    spent = n["steps_per_layer"] * sum(stages) + n["pd_steps"] * 0.2
     assert 90 - 0.2 < spent <= 90  # the distilled student spends the same CPU seconds, to one step
-    assert 4 * n["jkt_steps_per_layer"] * 0.16 + n["jkt_pd_steps"] * 0.2 <= 90
+    assert n["jkt_steps_per_layer"] == int(0.3 * 90 / (4 * 0.16)) == 42  # one stage of L S JKT steps
+    assert 90 - 0.2 < 4 * n["jkt_steps_per_layer"] * 0.16 + n["jkt_pd_steps"] * 0.2 <= 90
     with pytest.raises(ValueError, match="layerwise_share"):
         split_budget(costs, 90.0, 4, layerwise_share=1.0)
+    with pytest.raises(ValueError, match="one cost per layer \\(4\\), got 3"):
+        split_budget({**costs, "pkt_stages": stages[:3]}, 90.0, 4)
     # measured on real steps: every kind of step costs CPU time, and a step with the teacher costs more
     student, teacher = tiny_pair()
     batches = [batch(k) for k in range(3)]
     measured = step_costs(teacher, student.config, batches)
     assert all(measured[k] > 0 for k in ("mlm", "layerwise", "jkt", "pd", "akt", "cpu_per_wall"))
+    assert len(measured["pkt_stages"]) == L and all(c > 0 for c in measured["pkt_stages"])
+    assert measured["layerwise"] == pytest.approx(sum(measured["pkt_stages"]) / L)
     b = measure_budget(teacher, student.config, batches, 40)
     assert b.mlm_steps == 40 and b.cpu_seconds == pytest.approx(40 * b.mlm_step_cpu)
-    assert b.steps_per_layer >= 2 and b.pd_steps >= 1
-    assert L * b.steps_per_layer * b.layerwise_step_cpu + b.pd_steps * b.pd_step_cpu <= b.cpu_seconds
+    assert b.steps_per_layer >= 2 and b.pd_steps >= 1 and len(b.pkt_stage_cpu) == L
+    assert b.layerwise_step_cpu == pytest.approx(sum(b.pkt_stage_cpu) / L)
+    assert b.steps_per_layer * sum(b.pkt_stage_cpu) + b.pd_steps * b.pd_step_cpu <= b.cpu_seconds
+    assert Budget(**b.as_dict()) == b  # what the demo writes to budget.json and reads back on resume
     with pytest.raises(ValueError, match="student_steps"):
         measure_budget(teacher, student.config, batches, 0)

@@ -1,6 +1,8 @@
 """Distillation steps: the gradients a step leaves in the student are those of the loss it logs
 (float64 central differences, every kind of step), the logged total is the sum of its weighted
-terms, the teacher stays a constant (eval mode, no gradient, no cache), dropout is off."""
+terms, the teacher stays a constant (eval mode, no gradient, no cache), dropout is off, and a
+PKT step that stops both models after the layers its loss reads updates the student exactly as
+a step running every layer does."""
 
 import numpy as np
 import pytest
@@ -8,7 +10,7 @@ import pytest
 from tinymobilebert import MobileBertForPreTraining, MobileBertForSequenceClassification
 from tinymobilebert.config import ib_bert_tiny, tiny
 from tinymobilebert.distill import (DistillationStep, LossWeights, TaskDistillationStep, TransferSchedule,
-                                    distillation_plan, lamb_for)
+                                    copy_from_teacher, distillation_plan, lamb_for)
 from tinymobilebert.gradcheck import check_arrays, perturb_parameters
 
 L = 2
@@ -116,3 +118,90 @@ def test_task_distillation_step_gradients(alpha):
     assert not teacher.training and not teacher.store.grad.any()
     with pytest.raises(ValueError, match="alpha"):
         TaskDistillationStep(teacher, alpha=1.5)
+
+
+# ------------------------------------------------------------------------------ stopping early
+def recording_stops(model, calls):
+    """Wrap ``model.forward`` so that each call's ``stop_after_layer`` is appended to ``calls``."""
+    forward = model.forward
+
+    def recorded(*args, **kwargs):
+        calls.append(kwargs.get("stop_after_layer"))
+        return forward(*args, **kwargs)
+    model.forward = recorded
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("options", [{}, dict(mv_teacher_layers="all", padding_aware=True, at_form="kl")])
+def test_pkt_stopping_early_makes_the_same_updates(dtype, options):
+    """A PKT run over three stages and into PD, its steps stopping early (student after the
+    stage's layer, teacher after its paired layer), against the same run with every layer
+    running in every step: after each step the same gradients, logs, parameters and LAMB
+    moments, bit for bit; the layers above the stage never move and keep zero moments."""
+    Ls, Lt, S = 3, 6, 3  # uniform mapping: student layer l learns from teacher layer 2 l + 1
+    teacher = MobileBertForPreTraining(ib_bert_tiny(num_hidden_layers=Lt), seed=1, dtype=dtype)
+    perturb_parameters(teacher, np.random.default_rng(0))
+    teacher_stops, runs = [], []
+    recording_stops(teacher, teacher_stops)
+    for stop_early in (True, False):
+        student = MobileBertForPreTraining(tiny(num_hidden_layers=Ls), seed=2, dtype=dtype)
+        perturb_parameters(student, np.random.default_rng(3))
+        copy_from_teacher(student, teacher)
+        sched = TransferSchedule("pkt", Ls, S, 2, pd_warmup=1, lr=1e-3)
+        opt = lamb_for(student.store, sched)
+        plan = distillation_plan(student.config, teacher.config, "uniform", ("fmt", "at", "mv", "mlm"))
+        step_fn = DistillationStep(teacher, sched, plan, opt, **options)
+        step_fn._stop_early = stop_early
+        stops = []
+        recording_stops(student, stops)
+        runs.append((student, opt, step_fn, stops))
+    (fast, opt_f, step_f, stops_f), (ref, opt_r, step_r, stops_r) = runs
+    start = fast.store.data.copy()
+    layer_ranges = {l: [fast.store.slices[n] for n in fast.params if f"encoder.layer.{l}." in n] for l in range(Ls)}
+    for step in range(sched.total_steps):
+        logs = []
+        for student, opt, step_fn, _ in runs:
+            student.zero_grad()
+            logs.append(step_fn(student, batch(seed=10 + step)))
+        assert logs[0] == logs[1], step
+        np.testing.assert_array_equal(fast.store.grad, ref.store.grad)
+        for _, opt, _, _ in runs:
+            opt.step()
+        np.testing.assert_array_equal(fast.store.data, ref.store.data)
+        np.testing.assert_array_equal(opt_f.exp_avg, opt_r.exp_avg)
+        np.testing.assert_array_equal(opt_f.exp_avg_sq, opt_r.exp_avg_sq)
+        stage = sched.stage_at(step)
+        if stage.kind == "pd" or step == 0:
+            continue
+        l = sched.loss_layers(step)[0]
+        for above in range(l + 1, Ls):  # no gradient, lr 0: untouched, moments gated to 0
+            for a, b in layer_ranges[above]:
+                assert not fast.store.grad[a:b].any() and not opt_f.exp_avg[a:b].any()
+                assert not opt_f.exp_avg_sq[a:b].any()
+                np.testing.assert_array_equal(fast.store.data[a:b], start[a:b])
+        if step % S == 0:  # a stage boundary: every multiplier is 0, every moment reset
+            assert not opt_f.exp_avg.any() and not opt_f.exp_avg_sq.any()
+    # what ran: step 0 runs nothing; stage l stops the student after l and the teacher after 2 l + 1
+    # (or runs it whole when every teacher state is compared); PD runs both whole
+    layer = [sched.loss_layers(s)[0] for s in range(1, Ls * S)]
+    paired = [None if options else 2 * l + 1 for l in layer]
+    assert stops_f == layer + [None, None] and stops_r == [None] * (Ls * S + 1)
+    assert teacher_stops[::2] == paired + [None, None] and teacher_stops[1::2] == [None] * (Ls * S + 1)
+    assert stops_f[:S] == [0, 0, 0] and stops_f[S:2 * S] == [1, 1, 1]  # two stages and more, truly cut short
+    for l in range(Ls):  # and every layer learned
+        assert any(not np.array_equal(fast.store.data[a:b], start[a:b]) for a, b in layer_ranges[l])
+
+
+def test_layerwise_steps_and_teacher_pass_stop_where_their_loss_does():
+    from tinymobilebert.distill.steps import last_layers_read
+    from tinymobilebert.distill.teacher import teacher_pass
+
+    student, teacher = pair()
+    plan = distillation_plan(student.config, teacher.config, [None, 1], ("fmt", "mv"))
+    assert last_layers_read((1,), plan) == (1, 1) and last_layers_read((0,), plan) == (0, 0)  # 0: nothing read
+    assert last_layers_read((0, 1), plan, "all") == (1, None)
+    assert last_layers_read((0, 1), distillation_plan(student.config, teacher.config, [0, 0], ("at",)), "all") == (1, 0)
+    out = teacher_pass(teacher, batch(), hidden_states=True, attention_scores=True, stop_after_layer=0)
+    assert len(out.hidden_states) == 2 and len(out.attention_scores) == 1 and teacher._state is None
+    with pytest.raises(ValueError, match="mlm needs the teacher's last layer"):
+        teacher_pass(teacher, batch(), mlm=True, stop_after_layer=0)

@@ -4,10 +4,12 @@ What is proven here, for the released student, TINY, the IB-BERT teacher and pla
 - the size rules (heads, neurons, kept layers) against the spec's tables;
 - a width-w run equals the full model with the cut heads' and neurons' output weights zeroed, a
   depth-d run equals a shallower model built from the kept layers, keeping every token equals
-  no dropping, and token dropping equals a reference built from plain layer calls;
+  no dropping, token dropping equals a reference built from plain layer calls, and stopping
+  after layer l gives the full forward's first per-layer outputs and a model of l + 1 layers'
+  head outputs;
 - backward differentiates exactly what ran (float64 finite differences at 1e-6), head mask
   included;
-- bad multipliers, head masks and kept positions are clear errors.
+- bad multipliers, head masks, kept positions and stopping layers are clear errors.
 """
 
 import numpy as np
@@ -59,6 +61,12 @@ def test_width_keeps_at_least_one_head():
     (dict(depth_mult=-0.5), "depth_mult must be in"), (dict(depth_mult=0.1), "keeps no layer"),
     (dict(width_mult="half"), "width_mult must be a number"),
     (dict(split_layer=1), "no tokens are dropped"),
+    (dict(stop_after_layer=4), "stop_after_layer must be None or an integer in \\[0, 3\\]"),
+    (dict(stop_after_layer=-1), "stop_after_layer must be None or an integer in \\[0, 3\\]"),
+    (dict(stop_after_layer=1.0), "stop_after_layer must be None or an integer"),
+    (dict(stop_after_layer=True), "stop_after_layer must be None or an integer"),
+    (dict(stop_after_layer=1, depth_mult=0.5), "stop_after_layer does not combine with depth_mult"),
+    (dict(stop_after_layer=1, token_dropping=True), "stop_after_layer does not combine with token dropping"),
 ])
 def test_bad_plan_arguments(kw, match):
     with pytest.raises((ValueError, TypeError), match=match):
@@ -317,3 +325,67 @@ def test_token_dropping_backward_with_output_gradients_and_depth():
         m.forward(**inputs)
         bad = dict(go, hidden_states=[np.zeros((3, 7, 32))] * len(out.hidden_states))
         m.backward(bad)
+
+
+# ---------------------------------------------------------------------------------- stopping early
+def test_stopping_early_plan_and_errors_through_forward():
+    plan = encoder_plan(LAYOUTS["plain_bert"], width_mult=0.5, stop_after_layer=1)
+    assert plan.layers == [0, 1] and plan.stop_after_layer == 1 and all(r.heads == 2 for r in plan.runs)
+    assert encoder_plan(LAYOUTS["plain_bert"], stop_after_layer=np.int64(3)).layers == [0, 1, 2, 3]
+    m = float64_model(MobileBertModel, LAYOUTS["plain_bert"])
+    ids, tt, mask = padded_batch(m.config, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="stop_after_layer does not combine with token dropping"):
+        m.forward(ids, tt, mask, stop_after_layer=1, keep_positions=np.array([[0, 1], [0, 1], [0, 1]]))
+    with pytest.raises(ValueError, match="stop_after_layer must be None or an integer in \\[0, 3\\].*got 7"):
+        m.forward(ids, tt, mask, stop_after_layer=7)
+    out = m.forward(ids, tt, mask, stop_after_layer=1, output_hidden_states=True)
+    with pytest.raises(ValueError, match="grad_outputs\\['hidden_states'\\] must have 3 entries"):
+        m.backward({"hidden_states": [np.ones(h.shape) for h in out.hidden_states] + [np.ones((3, 7, 32))] * 2})
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_stopping_early_is_the_start_of_the_full_forward(layout):
+    """Per-layer outputs: the first l + 1 of the full forward's. Heads: those of a model of l + 1
+    layers holding the same parameters (they read layer l's output)."""
+    m = float64_model(MobileBertForPreTraining, LAYOUTS[layout])
+    ids, tt, mask = padded_batch(m.config, np.random.default_rng(10))
+    wanted = dict(output_hidden_states=True, output_attentions=True, output_attention_scores=True, keep_cache=False)
+    full = m.forward(ids, tt, mask, **wanted)
+    for l in range(m.config.num_hidden_layers):
+        out = m.forward(ids, tt, mask, stop_after_layer=l, **wanted)
+        assert (len(out.hidden_states), len(out.attentions), len(out.attention_scores)) == (l + 2, l + 1, l + 1)
+        for key in ("hidden_states", "attentions", "attention_scores"):
+            for a, b in zip(getattr(out, key), getattr(full, key)):
+                assert rel(a, b) <= 1e-12, (key, l)
+        assert rel(out.last_hidden_state, full.hidden_states[l + 1]) <= 1e-12
+        shallow = MobileBertForPreTraining(m.config.replace(num_hidden_layers=l + 1), dtype=np.float64).eval()
+        shallow.load_state_dict({n: m.params[n] for n in shallow.params})
+        ref = shallow.forward(ids, tt, mask, keep_cache=False)
+        assert rel(out.prediction_logits, ref.prediction_logits) <= 1e-12
+        assert rel(out.seq_relationship_logits, ref.seq_relationship_logits) <= 1e-12
+        if l < m.config.num_hidden_layers - 1:  # and it is not the full model's output
+            assert rel(out.prediction_logits, full.prediction_logits) > 1e-3
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_stopping_early_backward(layout):
+    """The loss (heads on layer 1's output) plus gradients sent in on every hidden state and
+    score that ran, at width 0.75 with a head mask; layers 2 and 3 get exactly nothing."""
+    m = float64_model(MobileBertForPreTraining, LAYOUTS[layout])
+    rng = np.random.default_rng(11)
+    hm = rng.uniform(0.5, 1.5, (4, 4))
+    inputs = pretraining_inputs(m.config, rng, stop_after_layer=1, width_mult=0.75, head_mask=hm,
+                                output_hidden_states=True, output_attention_scores=True)
+    out = m.forward(**inputs, keep_cache=False)
+    go = {"hidden_states": [rng.standard_normal(h.shape) for h in out.hidden_states],
+          # none on padded keys, whose scores are the dtype's minimum (the objective would overflow)
+          "attention_scores": [rng.standard_normal(s.shape) * inputs["attention_mask"][:, None, None, :]
+                               for s in out.attention_scores]}
+    above = [n for n in m.params if "layer.2." in n or "layer.3." in n]
+    report = gradcheck(m, inputs, go, max_entries=5, tol=TOL, allow_zero=above, h=2e-6)
+    check(report)
+    m.zero_grad()
+    m.forward(**inputs)
+    g = m.backward(go)
+    assert not any(g[n].any() for n in above)
+    assert np.all(g["head_mask"][2:] == 0) and np.all(g["head_mask"][:2, :3] != 0)

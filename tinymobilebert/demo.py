@@ -8,9 +8,9 @@
    trained by an earlier demo into the same folder with the same recipe is reused, and the demo
    says so (``--overwrite`` keeps it: one teacher serves many students).
 3. Equal budgets: each student gets the process CPU seconds of ``budget_steps`` (300) steps of
-   the student trained alone (``distill/budget.py``: step costs measured on a few batches, so the
-   distilled student, whose steps carry the teacher's forward pass, runs fewer steps; the step
-   counts hardly depend on the machine). Recorded in ``{out}/budget.json`` (a resumed demo
+   the student trained alone (``distill/budget.py``: step costs measured on a few batches, each
+   PKT stage's apart, so the distilled student, whose steps carry the teacher's forward pass,
+   runs fewer steps; the step counts hardly depend on the machine). Recorded in ``{out}/budget.json`` (a resumed demo
    reuses it).
 4. The distilled student (``config.mobilebert_small_student``): progressive knowledge transfer
    (one stage per layer: feature maps, attentions, mean and variance), then pre-training
@@ -120,7 +120,8 @@ def run_demo(out_dir="runs/demo", *, seed=None, quick=None, budget_steps=None, t
     L = student_cfg.num_hidden_layers
     print_fn(f"budget: {budget.cpu_seconds:.0f} CPU seconds per student (the cost of {s['budget_steps']} steps of "
              f"the student alone); a step costs {budget.mlm_step_cpu * 1e3:.0f} ms alone, "
-             f"{budget.layerwise_step_cpu * 1e3:.0f} ms (PKT) and {budget.pd_step_cpu * 1e3:.0f} ms (PD) with the "
+             f"{budget.layerwise_step_cpu * 1e3:.0f} ms (PKT, the mean over its stages) and "
+             f"{budget.pd_step_cpu * 1e3:.0f} ms (PD) with the "
              f"teacher: {budget.mlm_steps} steps alone, {L} x {budget.steps_per_layer} + {budget.pd_steps} distilled")
 
     # ---- 3. the distilled student and the student trained alone

@@ -83,6 +83,11 @@ except ImportError:
 # MobileBERT student (16 inside), both 3 layers and 4 heads. The teacher here is random (with
 # non-trivial weights): PKT teaches the student to compute whatever the teacher computes, so a
 # random teacher is enough to watch the mechanics. First the copy: embeddings and heads.
+#
+# A step of stage l runs only what its loss reads: the student's layers 0..l and the teacher's
+# up to the one paired with l (`forward(..., stop_after_layer=l)`). The layers above would get
+# a zero gradient at lr 0 anyway, so the updates are exactly those of running every layer, for
+# (L+1)/(2L) of the layer work over the run.
 
 # %%
 rng = np.random.default_rng(0)

@@ -8,12 +8,17 @@ ran. So the budget is a **step count of the student trained alone**, and the dis
 gets the same **process CPU seconds** (``time.process_time``: the CPU time this process's threads
 used, which other programs do not inflate):
 
-1. each kind of step (the MLM-only student's, the distillation run's layer-wise step, its PD
-   step, JKT's and AKT's) runs a few times on real batches, after one warm-up step (JIT
-   compilation), and its CPU seconds per step are measured;
+1. each kind of step (the MLM-only student's, a step of each of PKT's stages, the PD step,
+   JKT's and AKT's) runs a few times on real batches, after one warm-up step (JIT compilation),
+   and its CPU seconds per step are measured. PKT's stages are measured one by one because they
+   cost differently: stage l runs the student's layers 0 .. l and the teacher's up to the one
+   paired with l (``steps``), so the last stage costs about a whole-model step and the first
+   much less;
 2. a budget of N steps is ``N x`` the MLM-only step's CPU seconds;
-3. each method gets ``budget_cpu / cpu_per_step`` steps (a PKT or JKT run splits its share
-   between the layer-wise stages and PD).
+3. each method gets ``budget_cpu / cpu_per_step`` steps. A PKT or JKT run splits its share:
+   ``layerwise_share`` of it in the layer-wise stages, S steps per layer (PKT's S steps in every
+   stage cost S times the *sum* of the stages' step costs; JKT's L S steps, L S times its
+   step's), the rest in PD.
 
 Only the ratio of step costs is measured, so the step counts hardly depend on the machine or its
 load; both students then use the same CPU seconds. The step counts, the measured step costs and
@@ -43,11 +48,14 @@ class Budget:
     cpu_per_wall: float  # CPU seconds this process got per wall second while measuring
     cpu_seconds: float  # the budget each method gets, in process CPU seconds
     mlm_step_cpu: float  # CPU seconds per step of the student trained alone
-    layerwise_step_cpu: float  # ... of the distillation run's layer-wise stage
-    pd_step_cpu: float  # ... of its PD stage
+    layerwise_step_cpu: float  # ... of a PKT step, the mean over its stages (pkt_stage_cpu)
+    pd_step_cpu: float  # ... of the PD stage
     mlm_steps: int
-    steps_per_layer: int
+    steps_per_layer: int  # in each PKT stage
     pd_steps: int
+    # CPU seconds per step of each PKT stage (stage l runs layers 0 .. l); None in a budget.json
+    # written before the stages were measured one by one (every stage then cost layerwise_step_cpu)
+    pkt_stage_cpu: list | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -67,10 +75,10 @@ def _cpu_per_step(step, batches, warmup=1) -> tuple[float, float, float]:
 def step_costs(teacher, student_config, batches, *, mlm_lr=4e-3, seed=0) -> dict:
     """CPU seconds per step of each kind, measured on ``batches`` (the first is a warm-up).
 
-    Returns {"mlm": the student alone, "layerwise": a PKT step (FMT, AT, mean/variance of one
-    layer), "jkt": a JKT step (of every layer), "pd": a PD step, "akt": a PD step with every
-    layer's terms, "cpu_per_wall": the CPU seconds
-    this process got per wall second while measuring}.
+    Returns {"mlm": the student alone, "pkt_stages": [a step of PKT's stage l (FMT, AT,
+    mean/variance of layer l, layers 0 .. l run) for each l], "layerwise": their mean, "jkt": a
+    JKT step (of every layer), "pd": a PD step, "akt": a PD step with every layer's terms,
+    "cpu_per_wall": the CPU seconds this process got per wall second while measuring}.
     """
     from .run import lamb_for  # run.py builds on this module's callers: imported here, one way
 
@@ -100,11 +108,14 @@ def step_costs(teacher, student_config, batches, *, mlm_lr=4e-3, seed=0) -> dict
             lamb.step()
         return run
 
-    measured = {"mlm": _cpu_per_step(mlm_step, batches), "layerwise": _cpu_per_step(distill_step("pkt", S // 2), batches),
+    measured = {"mlm": _cpu_per_step(mlm_step, batches),
+                **{f"pkt_{l}": _cpu_per_step(distill_step("pkt", l * S + S // 2), batches) for l in range(L)},
                 "pd": _cpu_per_step(distill_step("pkt", L * S + 5), batches),
                 "jkt": _cpu_per_step(distill_step("jkt", 5), batches),
                 "akt": _cpu_per_step(distill_step("akt", 5), batches)}
-    out = {k: v[0] for k, v in measured.items()}
+    out = {k: v[0] for k, v in measured.items() if not k.startswith("pkt_")}
+    out["pkt_stages"] = [measured[f"pkt_{l}"][0] for l in range(L)]
+    out["layerwise"] = sum(out["pkt_stages"]) / L
     out["cpu_per_wall"] = sum(v[1] for v in measured.values()) / max(sum(v[2] for v in measured.values()), 1e-9)
     return out
 
@@ -114,18 +125,25 @@ def split_budget(costs: dict, cpu_seconds: float, num_layers: int, layerwise_sha
 
     Returns {"mlm_steps", "pd_only_steps", "akt_steps", "steps_per_layer", "pd_steps",
     "jkt_steps_per_layer", "jkt_pd_steps"}: the student alone, PD alone, AKT, and a PKT (JKT)
-    run's stages (``layerwise_share`` of the budget in the layer-wise stage, the rest in PD).
+    run's stages (``layerwise_share`` of the budget in the layer-wise stages, the rest in PD).
+    S steps per layer cost S x sum(costs["pkt_stages"]) in PKT (one stage per layer, each its own
+    cost), S x L x costs["jkt"] in JKT (one stage of L S steps).
     """
     if not 0 < layerwise_share < 1:
         raise ValueError(f"layerwise_share must be in (0, 1), got {layerwise_share}")
+    if "pkt_stages" in costs and len(costs["pkt_stages"]) != num_layers:
+        raise ValueError(f"costs['pkt_stages'] must hold one cost per layer ({num_layers}), got "
+                         f"{len(costs['pkt_stages'])}")
     out = {"mlm_steps": max(1, int(cpu_seconds / costs["mlm"])), "pd_only_steps": max(1, int(cpu_seconds / costs["pd"])),
            "akt_steps": max(1, int(cpu_seconds / costs["akt"]))}
-    for prefix, kind in (("", "layerwise"), ("jkt_", "jkt")):
-        if kind not in costs:
+    per_layer_step = {"": sum(costs["pkt_stages"]) if "pkt_stages" in costs else None,  # one step in every stage
+                      "jkt_": num_layers * costs["jkt"] if "jkt" in costs else None}  # L steps of JKT's stage
+    for prefix, cost in per_layer_step.items():
+        if cost is None:
             continue
-        spl = max(2, int(layerwise_share * cpu_seconds / (num_layers * costs[kind])))
+        spl = max(2, int(layerwise_share * cpu_seconds / cost))
         out[prefix + "steps_per_layer"] = spl
-        out[prefix + "pd_steps"] = max(1, int((cpu_seconds - num_layers * spl * costs[kind]) / costs["pd"]))
+        out[prefix + "pd_steps"] = max(1, int((cpu_seconds - spl * cost) / costs["pd"]))
     return out
 
 
@@ -148,7 +166,7 @@ def measure_budget(teacher, student_config, batches, student_steps: int, *, laye
     cpu = student_steps * costs["mlm"]
     n = split_budget(costs, cpu, student_config.num_hidden_layers, layerwise_share)
     return Budget(student_steps, costs["cpu_per_wall"], cpu, costs["mlm"], costs["layerwise"], costs["pd"],
-                  student_steps, n["steps_per_layer"], n["pd_steps"])
+                  student_steps, n["steps_per_layer"], n["pd_steps"], costs["pkt_stages"])
 
 
 def first_batches(data, batch_size: int, n: int = 4) -> list:

@@ -10,6 +10,19 @@ scalars to log. The loss terms reach the parameters through ``student.backward(g
 include_loss=False)``: gradients on hidden states (FMT, mean/variance), on attention scores (AT),
 on the MLM logits (PD's mixed target) and on the NSP logits (PD's hard-label NSP).
 
+**Each step runs only the layers its loss reads.** A step that is not PD and whose layer-wise
+terms are those of the student layers ``layers`` stops the student after ``max(layers)`` and the
+teacher after the last teacher layer paired with them (``stop_after_layer``, ``model.plan``;
+``last_layers_read``): nothing above can change the loss, so the layers there would run, and be
+differentiated, for nothing. A PKT stage l thus runs the student's layers 0 .. l and the
+teacher's up to the one paired with l: over the L stages, (L + 1) / (2 L) of the layer work of
+running every layer in every step (the embeddings, the optimizer update and the per-step
+overhead are not cut; ``budget`` measures each stage's cost). The updates are bit for bit those
+of whole-model steps: the layers above used to get an exact zero gradient and lr 0, now they get
+no gradient, and LAMB gates their moments to 0 all the same. JKT's step reads every layer and
+runs them all; PD and AKT read the last layer's MLM logits and run every layer. With
+``mv_teacher_layers="all"`` the teacher runs whole (every one of its states is compared).
+
 Logged each step, next to the learning rate of every layer group (``lr_layer_{l}``,
 ``lr_embeddings_heads``; the trainer adds ``lr``, the base rate, and ``grad_norm``):
 
@@ -59,8 +72,9 @@ def layerwise_terms(out_s, out_t, layers, plan, weights: dict, attention_mask=No
 
     Parameters
     ----------
-    out_s : the student's forward output (``hidden_states``, ``attention_scores`` as needed)
-    out_t : TeacherOutputs
+    out_s : the student's forward output (``hidden_states``, ``attention_scores`` as needed; of
+        layers 0 .. max(layers) at least)
+    out_t : TeacherOutputs (of the teacher layers paired with ``layers`` at least)
     layers : student layers whose terms count
     plan : DistillationPlan (its mapping pairs student and teacher layers; its losses say which terms)
     weights : {"fmt", "at", "beta", "gamma"} -> weight (already divided by L)
@@ -74,8 +88,8 @@ def layerwise_terms(out_s, out_t, layers, plan, weights: dict, attention_mask=No
     grads : dict for ``backward(grad_outputs=...)`` ("hidden_states" / "attention_scores" lists)
     """
     mapping = plan.mapping.teacher_layers
-    L = len(mapping)
-    d_hidden, d_scores = [None] * (L + 1), [None] * L
+    ran = len(out_s.attention_scores) if out_s.attention_scores is not None else len(out_s.hidden_states) - 1
+    d_hidden, d_scores = [None] * (ran + 1), [None] * ran  # one entry per output of the layers that ran
     logged, total = {}, 0.0
 
     def add(term, l, value):
@@ -114,6 +128,21 @@ def layerwise_terms(out_s, out_t, layers, plan, weights: dict, attention_mask=No
         grads["attention_scores"] = d_scores
     logged["layerwise_loss"] = total
     return logged, total, grads
+
+
+def last_layers_read(layers, plan, mv_teacher_layers="same") -> tuple:
+    """(student, teacher) ``stop_after_layer`` of a layer-wise step whose terms are those of the
+    student ``layers``: the last student layer and the last paired teacher layer they read.
+
+    The teacher's is None (run it whole) when the mean/variance terms compare every teacher
+    state (``mv_teacher_layers="all"``), and 0 when no layer of ``layers`` has a teacher layer.
+    """
+    mapping = plan.mapping.teacher_layers
+    if "mv" in plan.losses and mv_teacher_layers == "all":
+        teacher = None
+    else:
+        teacher = max((mapping[l] for l in layers if mapping[l] is not None), default=0)
+    return max(layers), teacher
 
 
 def check_step_options(alpha=0.5, temperature=1.0, at_form="original", mv_teacher_layers="same",
@@ -169,6 +198,7 @@ class DistillationStep:
         self.alpha, self.temperature, self.at_form = alpha, temperature, at_form
         self.mv_teacher_layers, self.padding_aware = mv_teacher_layers, padding_aware
         self.token_dropping = token_dropping
+        self._stop_early = True  # False: every layer runs in every step (the reference the tests compare with)
 
     def __call__(self, student, batch: dict) -> dict:
         step = self.optimizer.step_count
@@ -184,8 +214,11 @@ class DistillationStep:
         student.eval()  # dropout off in every distillation run
         need_hidden = bool(layers) and any(x in self.plan.losses for x in ("fmt", "mv"))
         need_scores = bool(layers) and "at" in self.plan.losses
+        stop_s = stop_t = None  # PD reads the last layer's logits: every layer runs
+        if layers and not pd and self._stop_early:
+            stop_s, stop_t = last_layers_read(layers, self.plan, self.mv_teacher_layers)
         out_t = teacher_pass(self.teacher, batch, hidden_states=need_hidden, attention_scores=need_scores, mlm=pd,
-                             temperature=self.temperature)
+                             temperature=self.temperature, stop_after_layer=stop_t)
         B, T = np.shape(batch["input_ids"])
         labels = batch["labels"] if pd else np.full((B, T), -100, np.int64)  # no MLM rows in a layer-wise stage
         drop = self.token_dropping if pd and not layers else None  # only the student's PD forward drops
@@ -193,7 +226,7 @@ class DistillationStep:
         out_s = student.forward(batch["input_ids"], batch.get("token_type_ids"), batch.get("attention_mask"),
                                 labels=labels, next_sentence_label=batch.get("next_sentence_label") if pd else None,
                                 output_hidden_states=need_hidden, output_attention_scores=need_scores,
-                                mlm_positions="labelled", **dropping)
+                                mlm_positions="labelled", stop_after_layer=stop_s, **dropping)
         if pd:
             check_loss(student, out_s)  # NaN/inf: stop before backward frees the caches that locate it
         if drop is not None:

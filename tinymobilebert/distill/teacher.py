@@ -5,7 +5,8 @@ Dimensions: B batch, T tokens, H inter-block width, A heads, M labelled position
 
 **The teacher is a constant.** It runs in eval mode (no dropout), with ``keep_cache=False`` (no
 activation is kept for a backward pass that never comes: only the outputs asked for survive the
-forward pass), and nothing ever calls its ``backward``. Its MLM logits are made the released
+forward pass), no further than the last layer the step reads (``stop_after_layer``: a PKT
+stage's paired layer), and nothing ever calls its ``backward``. Its MLM logits are made the released
 code's way, ``head(temperature * h_last)`` (``distill.teacher_mlm_logits``), at the labelled
 positions only.
 
@@ -72,14 +73,14 @@ def load_teacher(path, what: str = "--teacher") -> MobileBertForPreTraining:
 
 
 class TeacherOutputs(NamedTuple):
-    hidden_states: tuple | None  # L_t + 1 x (B, T, H), or None when not asked for
-    attention_scores: tuple | None  # L_t x (B, A, T, T), masked and scaled, or None
+    hidden_states: tuple | None  # L_t + 1 x (B, T, H) (fewer when stopped early), or None when not asked for
+    attention_scores: tuple | None  # L_t x (B, A, T, T), masked and scaled (fewer when stopped early), or None
     mlm_logits: np.ndarray | None  # (M, V) at the labelled positions, or None
     mlm_rows: np.ndarray | None  # (M,) flat indices into B*T of those positions
 
 
 def teacher_pass(teacher, batch: dict, *, hidden_states=False, attention_scores=False, mlm=False,
-                 temperature: float = 1.0) -> TeacherOutputs:
+                 temperature: float = 1.0, stop_after_layer=None) -> TeacherOutputs:
     """Run the teacher once, inference-lean (see the module notes).
 
     Parameters
@@ -93,13 +94,20 @@ def teacher_pass(teacher, batch: dict, *, hidden_states=False, attention_scores=
     temperature : float
         The original's distillation temperature: multiplies the final hidden states before the
         MLM head (1: the plain logits).
+    stop_after_layer : int, optional
+        Run the teacher's layers 0 .. this one only (``model.plan``), when no output of a layer
+        above is read: the hidden states and scores then hold those layers. Not with ``mlm``
+        (the MLM logits are read from the last layer).
     """
+    if mlm and stop_after_layer is not None:
+        raise ValueError("teacher_pass: mlm needs the teacher's last layer; stop_after_layer must be None with it, "
+                         f"got {stop_after_layer!r}")
     teacher.eval()  # whatever a caller did to it: no dropout, ever
     B, T = np.shape(batch["input_ids"])
     no_rows = np.full((B, T), -100, np.int64)  # the head's own pass scores no position
     out = teacher.forward(batch["input_ids"], batch.get("token_type_ids"), batch.get("attention_mask"), labels=no_rows,
                           output_hidden_states=hidden_states, output_attention_scores=attention_scores,
-                          keep_cache=False, mlm_positions="labelled")
+                          keep_cache=False, mlm_positions="labelled", stop_after_layer=stop_after_layer)
     logits = rows = None
     if mlm:
         rows = np.flatnonzero(np.asarray(batch["labels"]).reshape(-1) != -100)  # (M,)

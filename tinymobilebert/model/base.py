@@ -11,8 +11,9 @@ outputs themselves (hidden states, attentions, scores, logits), which is how dis
 losses that read those outputs reach the parameters.
 
 The encoder runs a plan (``model.plan``): the full model, a DynaBERT sub-network (``width_mult``,
-``depth_mult``), token dropping (``keep_positions``), each with an optional ``head_mask``, all
-through the same loop, forward and backward.
+``depth_mult``), token dropping (``keep_positions``), the layers up to one only
+(``stop_after_layer``), each with an optional ``head_mask``, all through the same loop, forward
+and backward.
 """
 
 from __future__ import annotations
@@ -286,7 +287,8 @@ class MobileBertPreTrainedModel:
 
     def _encoder_forward(self, input_ids, token_type_ids, attention_mask, output_hidden_states,
                          output_attentions, output_attention_scores, keep_cache=True, *, head_mask=None,
-                         width_mult=1.0, depth_mult=1.0, keep_positions=None, split_layer=None):
+                         width_mult=1.0, depth_mult=1.0, keep_positions=None, split_layer=None,
+                         stop_after_layer=None):
         """Embeddings, the plan's layer runs, pooler. Returns (fields for the output, state for backward).
 
         Without ``keep_cache`` nothing is kept that the outputs do not need, so each layer's
@@ -295,7 +297,7 @@ class MobileBertPreTrainedModel:
         cfg, P, pre = self.config, self.params, self.base_prefix
         ids, tt, mask = self._check_ids(input_ids, token_type_ids, attention_mask)
         B, T = ids.shape
-        plan = encoder_plan(cfg, width_mult, depth_mult, keep_positions is not None, split_layer)
+        plan = encoder_plan(cfg, width_mult, depth_mult, keep_positions is not None, split_layer, stop_after_layer)
         hm = self._check_head_mask(head_mask)
         rng = self.dropout_rng if self.training else None
         X, c_emb = embeddings_forward(ids, tt, mask, P, pre, cfg, rng)  # (N, H)

@@ -15,15 +15,21 @@ Keys: "last_hidden_state", "pooler_output", "hidden_states", "attentions", "atte
 Every ``forward`` also takes the encoder-plan options (``model.plan``), each differentiated by
 ``backward`` exactly as it ran:
 
-    head_mask       (L, A) or (A,): multiplies each head's attention probabilities (transformers'
-                    semantics); its gradient is returned by ``backward`` under "head_mask"
-    width_mult      DynaBERT width in (0, 1]: the first max(1, round(A w)) heads of every layer
-                    and the same fraction of every FFN's neurons run
-    depth_mult      DynaBERT depth in (0, 1]: the layers floor(i / d), i < round(L d), run;
-                    hidden_states, attentions and scores then have one entry per layer run
-    keep_positions  (B, k) token positions kept by token dropping (any order; run in
-                    ascending order); None runs every token everywhere
-    split_layer     token dropping's split layer (default L/2 - 1), counted in layers run
+    head_mask         (L, A) or (A,): multiplies each head's attention probabilities
+                      (transformers' semantics); its gradient is returned by ``backward`` under
+                      "head_mask"
+    width_mult        DynaBERT width in (0, 1]: the first max(1, round(A w)) heads of every
+                      layer and the same fraction of every FFN's neurons run
+    depth_mult        DynaBERT depth in (0, 1]: the layers floor(i / d), i < round(L d), run;
+                      hidden_states, attentions and scores then have one entry per layer run
+    keep_positions    (B, k) token positions kept by token dropping (any order; run in
+                      ascending order); None runs every token everywhere
+    split_layer       token dropping's split layer (default L/2 - 1), counted in layers run
+    stop_after_layer  l in [0, L - 1]: only the stored layers 0 .. l run; hidden_states,
+                      attentions and scores hold those layers (l + 2, l + 1 and l + 1 entries),
+                      last_hidden_state is layer l's output and every head reads it; the layers
+                      above get no gradient. Not with depth_mult < 1 or keep_positions.
+                      Progressive knowledge transfer's stage l needs no more (``distill.steps``).
 
 With token dropping, hidden states and attentions of the layers after the split have the kept
 tokens only: (B, k, H) and (B, A, k, T) at the split, (B, A, k, k) after it.
@@ -53,11 +59,12 @@ class MobileBertModel(MobileBertPreTrainedModel):
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, output_hidden_states=False,
                 output_attentions=False, output_attention_scores=False, keep_cache=True,
-                head_mask=None, width_mult=1.0, depth_mult=1.0, keep_positions=None, split_layer=None):
+                head_mask=None, width_mult=1.0, depth_mult=1.0, keep_positions=None, split_layer=None,
+                stop_after_layer=None):
         fields, state = self._encoder_forward(input_ids, token_type_ids, attention_mask, output_hidden_states,
                                               output_attentions, output_attention_scores, keep_cache,
                                               **_plan_options(head_mask, width_mult, depth_mult, keep_positions,
-                                                              split_layer))
+                                                              split_layer, stop_after_layer))
         self._state = state if keep_cache else None
         return BaseModelOutput(**fields)
 
@@ -70,9 +77,9 @@ class MobileBertModel(MobileBertPreTrainedModel):
         return self._backward_encoder_outputs(grad_outputs, None, None)
 
 
-def _plan_options(head_mask, width_mult, depth_mult, keep_positions, split_layer) -> dict:
+def _plan_options(head_mask, width_mult, depth_mult, keep_positions, split_layer, stop_after_layer) -> dict:
     return dict(head_mask=head_mask, width_mult=width_mult, depth_mult=depth_mult, keep_positions=keep_positions,
-                split_layer=split_layer)
+                split_layer=split_layer, stop_after_layer=stop_after_layer)
 
 
 def _scatter_rows(dh_rows, rows, n):
@@ -133,12 +140,12 @@ class MobileBertForPreTraining(MobileBertPreTrainedModel):
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, labels=None, next_sentence_label=None,
                 output_hidden_states=False, output_attentions=False, output_attention_scores=False, keep_cache=True,
                 mlm_positions="all", head_mask=None, width_mult=1.0, depth_mult=1.0, keep_positions=None,
-                split_layer=None):
+                split_layer=None, stop_after_layer=None):
         cfg = self.config
         fields, state = self._encoder_forward(input_ids, token_type_ids, attention_mask, output_hidden_states,
                                               output_attentions, output_attention_scores, keep_cache,
                                               **_plan_options(head_mask, width_mult, depth_mult, keep_positions,
-                                                              split_layer))
+                                                              split_layer, stop_after_layer))
         B, T = state.B, state.T
         y = None if labels is None else check_labels(labels, cfg.vocab_size, "labels", (B, T)).reshape(-1)
         rows = _mlm_rows(fields["last_hidden_state"], y, mlm_positions)
@@ -203,13 +210,13 @@ class MobileBertForMaskedLM(MobileBertForPreTraining):
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, labels=None,
                 output_hidden_states=False, output_attentions=False, output_attention_scores=False, keep_cache=True,
                 mlm_positions="all", head_mask=None, width_mult=1.0, depth_mult=1.0, keep_positions=None,
-                split_layer=None):
+                split_layer=None, stop_after_layer=None):
         """As ``MobileBertForPreTraining.forward`` without the NSP head; ``out.logits`` is the MLM's."""
         cfg = self.config
         fields, state = self._encoder_forward(input_ids, token_type_ids, attention_mask, output_hidden_states,
                                               output_attentions, output_attention_scores, keep_cache,
                                               **_plan_options(head_mask, width_mult, depth_mult, keep_positions,
-                                                              split_layer))
+                                                              split_layer, stop_after_layer))
         B, T = state.B, state.T
         y = None if labels is None else check_labels(labels, cfg.vocab_size, "labels", (B, T)).reshape(-1)
         rows = _mlm_rows(fields["last_hidden_state"], y, mlm_positions)
@@ -257,12 +264,13 @@ class MobileBertForSequenceClassification(MobileBertPreTrainedModel):
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, labels=None,
                 output_hidden_states=False, output_attentions=False, output_attention_scores=False, keep_cache=True,
-                head_mask=None, width_mult=1.0, depth_mult=1.0, keep_positions=None, split_layer=None):
+                head_mask=None, width_mult=1.0, depth_mult=1.0, keep_positions=None, split_layer=None,
+                stop_after_layer=None):
         cfg = self.config
         fields, state = self._encoder_forward(input_ids, token_type_ids, attention_mask, output_hidden_states,
                                               output_attentions, output_attention_scores, keep_cache,
                                               **_plan_options(head_mask, width_mult, depth_mult, keep_positions,
-                                                              split_layer))
+                                                              split_layer, stop_after_layer))
         p_drop = cfg.classifier_dropout if cfg.classifier_dropout is not None else cfg.hidden_dropout_prob
         rng = self.dropout_rng if self.training else None
         logits, c_cls = linear_head_forward(fields["pooler_output"], self.params, "classifier", p_drop, rng)

@@ -19,6 +19,11 @@ less is a different plan, not a different loop:
   The split run's queries are the kept rows and its keys and values every row; the runs after
   it, up to the last, read and write the kept rows only; before the last run the kept rows are
   put back in their positions, the dropped rows carrying their state from before the split.
+* **Stopping early** (``stop_after_layer`` l): only the runs of stored layers 0 .. l, the rest of
+  the plan cut off; the heads then read layer l's output. Progressive knowledge transfer uses it
+  (``distill.steps``): stage l's loss reads layers 0 .. l only, so the layers above would run,
+  and be differentiated, for nothing. Not combined with DynaBERT depth (which stored layer would
+  "l" be?) nor with token dropping (its last run, on every token, would be cut off).
 
 Width is applied through parameter *views* (``slice_layer``): a run at width w reads the leading
 rows or columns of the stored tensors in place, so nothing is copied per call, and gradients
@@ -57,6 +62,7 @@ class EncoderPlan:
     runs: tuple  # of LayerRun, in execution order
     width_mult: float = 1.0
     depth_mult: float = 1.0
+    stop_after_layer: int | None = None  # the last stored layer run, when the plan stops early
 
     @property
     def layers(self) -> list:
@@ -101,15 +107,37 @@ def default_split_layer(num_runs: int) -> int:
     return max(num_runs // 2 - 1, 0)
 
 
-def encoder_plan(cfg, width_mult=1.0, depth_mult=1.0, token_dropping=False, split_layer=None) -> EncoderPlan:
-    """The runs for a sub-network (width, depth) with or without token dropping.
+def check_stop_after_layer(stop_after_layer, num_layers: int, depth_mult=1.0, token_dropping=False) -> int | None:
+    """``stop_after_layer`` validated: None, or an integer in [0, L - 1] (see the module notes)."""
+    if stop_after_layer is None:
+        return None
+    s = stop_after_layer
+    if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 0 <= s < num_layers:
+        raise ValueError(f"stop_after_layer must be None or an integer in [0, {num_layers - 1}] (the last stored "
+                         f"layer to run), got {stop_after_layer!r}")
+    if depth_mult != 1.0:
+        raise ValueError(f"stop_after_layer does not combine with depth_mult < 1 (got depth_mult={depth_mult}): "
+                         "give one or the other")
+    if token_dropping:
+        raise ValueError("stop_after_layer does not combine with token dropping (keep_positions): the last layer, "
+                         "which runs on every token, would be cut off")
+    return int(s)
+
+
+def encoder_plan(cfg, width_mult=1.0, depth_mult=1.0, token_dropping=False, split_layer=None,
+                 stop_after_layer=None) -> EncoderPlan:
+    """The runs for a sub-network (width, depth) with or without token dropping, or stopping early.
 
     ``split_layer`` counts executed layers (with ``depth_mult`` 1 it is the stored layer index);
     it must leave at least the last layer after it: 0 <= split_layer <= n - 2.
+    ``stop_after_layer`` (0 <= l <= L - 1) keeps the runs of stored layers 0 .. l only.
     """
     A, M = cfg.num_attention_heads, cfg.intermediate_size
     heads, neurons = subnetwork_heads(A, width_mult), subnetwork_neurons(A, M, width_mult)
     layers = depth_layers(cfg.num_hidden_layers, depth_mult)
+    stop = check_stop_after_layer(stop_after_layer, cfg.num_hidden_layers, float(depth_mult), token_dropping)
+    if stop is not None:
+        layers = layers[:stop + 1]  # depth 1: the stored layers 0 .. stop
     n = len(layers)
     rows = ["all"] * n
     if token_dropping:
@@ -124,7 +152,7 @@ def encoder_plan(cfg, width_mult=1.0, depth_mult=1.0, token_dropping=False, spli
     elif split_layer is not None:
         raise ValueError("split_layer is given but no tokens are dropped (give keep_positions)")
     runs = tuple(LayerRun(i, heads, neurons, r) for i, r in zip(layers, rows))
-    return EncoderPlan(runs, float(width_mult), float(depth_mult))
+    return EncoderPlan(runs, float(width_mult), float(depth_mult), stop)
 
 
 def check_keep_positions(keep_positions, B: int, T: int) -> np.ndarray:
