@@ -247,7 +247,7 @@ def test_a_resumed_distill_run_refuses_a_changed_teacher(tmp_path, run_corpus, t
     assert main([*argv, "--resume"]) == 1
     err = capsys.readouterr().err
     assert err == (f"error: --teacher {teacher} is not the teacher the run in {out} started with (model.safetensors "
-                   "changed since then), and resuming would continue against another teacher: restore it, or start "
+                   "changed since then), so the resumed run would not be the one recorded: restore it, or start "
                    "over with --overwrite or another --out\n")
     assert (out / "log.jsonl").read_text() == log  # nothing written
 
@@ -276,3 +276,29 @@ def test_a_resumed_task_distillation_refuses_a_changed_teacher(tmp_path, run_cor
     with pytest.raises(RunFolderError, match=r"^--teacher .*ft/model is not the teacher the run in .*td started with "
                                              r"\(model.safetensors changed since then\)"):
         distill_task(tmp_path / "td", task, tmp_path / "ft", teacher_dir, resume=True, **kw)
+
+
+def test_a_resumed_run_refuses_a_changed_starting_model(tmp_path, run_corpus, teacher_dir):
+    """What a run starts from is fingerprinted like a teacher: ``finetune --model`` and task
+    distillation's ``--student``, changed in place between start and resume, are refused."""
+    import shutil
+
+    from tinymobilebert.train.run_folder import RunFolderError
+
+    pretrained = tmp_path / "pretrained"
+    shutil.copytree(os.path.join(teacher_dir, "model"), pretrained)
+    task = wf.load_task("word_order", wf.load_documents(run_corpus), seed=0, max_train=16, max_dev=8)
+    ft = dict(steps=1, batch_size=8, max_length=32, warmup=0, eval_every=0, progress=False)
+    wf.finetune(tmp_path / "ft", task, model_dir=pretrained, **ft)
+    wf.finetune(tmp_path / "ft", task, model_dir=pretrained, resume=True, **ft)  # the same model resumes
+    kw = dict(steps=2, batch_size=8, max_length=32, warmup=0, eval_every=0, save_every=0, progress=False)
+    distill_task(tmp_path / "td", task, tmp_path / "ft", pretrained, **kw)
+    distill_task(tmp_path / "td", task, tmp_path / "ft", pretrained, resume=True, **kw)
+
+    _change_one_weight(pretrained)
+    with pytest.raises(RunFolderError, match=r"^--model .*pretrained is not the pretrained model the run in .*ft "
+                                             r"started with \(model.safetensors changed since then\)"):
+        wf.finetune(tmp_path / "ft", task, model_dir=pretrained, resume=True, **ft)
+    with pytest.raises(RunFolderError, match=r"^--student .*pretrained is not the student the run in .*td started "
+                                             r"with \(model.safetensors changed since then\)"):
+        distill_task(tmp_path / "td", task, tmp_path / "ft", pretrained, resume=True, **kw)

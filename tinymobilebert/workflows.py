@@ -26,6 +26,7 @@ import warnings
 
 import numpy as np
 
+from .checkpoint import model_fingerprint
 from .config import PRESETS, MobileBertConfig, mobilebert_small_student
 from .data import (PretrainingData, builtin_corpus, encode_examples, example_batches, load_corpus, load_glue,
                    next_sentence_task, sentence_order_task, train_dev_split, word_order_task)
@@ -56,6 +57,7 @@ FINETUNE_DEFAULTS = dict(task="word_order", corpus=BUILTIN, model=None, from_scr
 WARMUP_FRACTION = {"pretrain": 0.075, "finetune": 0.1}  # 60 of pretrain's 800 steps, 30 of finetune's 300
 SAFE_ON_RESUME = {"steps": "the learning-rate schedule now decays to 0 at the new last step",
                   "eval_every": "", "save_every": ""}
+START_MODEL_FACT = "model_sha256"  # run.json facts: {file: SHA-256} of finetune's --model, checked on resume
 FLAGS = {"nsp": "--no-nsp", "model": "--model", "from_scratch": "--from-scratch"}
 
 
@@ -369,13 +371,19 @@ def finetune(out_dir, task=None, *, corpus=None, model_dir=None, from_scratch=No
     task = task_obj if task_obj is not None else build_run_task(s)
     if task.num_labels < 2:
         raise ValueError(f"task {task.name} has {task.num_labels} class: a classifier needs at least two")
+    start_files = None if s["model"] is None else model_fingerprint(s["model"])  # what a resume must start from
+    if start_files is not None:
+        run.check_same_model(START_MODEL_FACT, "--model", s["model"], start_files, role="pretrained model")
     model, tokenizer = _classifier(s, task, tokenizer, run, out_dir)
     check_max_length(s["max_length"], model.config)
     train = encode_examples(task.train, tokenizer, s["max_length"])
     dev = encode_examples(task.dev, tokenizer, s["max_length"])
     check_one_batch(task, s["batch_size"])
     opt = _optimizer(model.store, "adamw", s["lr"], s["steps"], s["warmup"])
-    run.start(facts={"task_sha256": task_fingerprint(task)})
+    facts = {"task_sha256": task_fingerprint(task)}
+    if start_files is not None:
+        facts[START_MODEL_FACT] = start_files
+    run.start(facts=facts)
     tokenizer.save_pretrained(out_dir)
 
     def batches(epoch, start):

@@ -38,6 +38,7 @@ LAMB_EXCLUDE = ["teacher", "LayerNorm", "layer_norm", "bias", "FakeLayerNorm"]
 LAYERWISE_LOSSES = ("fmt", "at", "mv")
 CONFIG_NAME = "distillation.json"  # the run's full configuration, beside run.json (the settings)
 TEACHER_FACT = "teacher_sha256"  # run.json facts: {file: SHA-256} of the teacher's files, checked on resume
+STUDENT_FACT = "student_sha256"  # ... of task distillation's starting student
 
 DEFAULTS = dict(strategy="pkt", pd=True, student="mobilebert_small_student", student_config={}, steps_per_layer=60,
                 pd_steps=400, lr=1.5e-3, pd_lr=None, pd_warmup=None, batch_size=32, max_length=64, seed=0,
@@ -246,8 +247,9 @@ def distill_task(out_dir, task=None, teacher=None, student=None, *, resume=False
     for name in ("teacher", "student"):
         if s[name] is None:
             raise ValueError(f"--{name} is required for task distillation")
-    teacher_files = model_fingerprint(s["teacher"])
+    teacher_files, student_files = model_fingerprint(s["teacher"]), model_fingerprint(s["student"])
     run.check_same_model(TEACHER_FACT, "--teacher", s["teacher"], teacher_files)
+    run.check_same_model(STUDENT_FACT, "--student", s["student"], student_files, role="student")
     check_training_settings(s)
     s["warmup"] = resolve_warmup(s["warmup"], s["steps"], 0.1)
     if s["task"] == IN_PYTHON and task_obj is None:
@@ -277,7 +279,7 @@ def distill_task(out_dir, task=None, teacher=None, student=None, *, resume=False
     dev = encode_examples(task.dev, tok, s["max_length"])
     B = s["batch_size"]
     opt = _optimizer(st.store, "adamw", s["lr"], s["steps"], s["warmup"])
-    run.start(facts={"task_sha256": task_fingerprint(task), TEACHER_FACT: teacher_files})
+    run.start(facts={"task_sha256": task_fingerprint(task), TEACHER_FACT: teacher_files, STUDENT_FACT: student_files})
     tok.save_pretrained(out_dir)
 
     def dev_batches():

@@ -211,7 +211,7 @@ class RunFolder:
         if changed:
             what = ", ".join(f"{n} {how}" for n, how in changed)
             raise RunFolderError(f"{flag} {model_dir} is not the {role} the run in {self.path} started with ({what} "
-                                 f"since then), and resuming would continue against another {role}: restore it, or "
+                                 f"since then), so the resumed run would not be the one recorded: restore it, or "
                                  "start over with --overwrite or another --out")
 
     # ------------------------------------------------------------------------------ start
