@@ -187,6 +187,21 @@ def summarize_pair(plain, drop) -> dict:
             "loss_at_plain_steps": next((e["mlm_loss"] for e in drop["evals"] if e["step"] >= plain["steps"]), None)}
 
 
+def savings_by_length(plain, drop, every: int) -> dict:
+    """{step h: saving} as if the plain run had stopped at every multiple h of ``every`` steps: the
+    target is the plain run's held-out loss at h, and both runs' first CPU seconds to reach it
+    (``time_to``; the plain run's curve up to h) give the saving. The dropping run trained until
+    the plain run's *final* loss, so it covers every earlier target."""
+    out = {}
+    for e in plain["evals"]:
+        if e["step"] == 0 or e["step"] % every:
+            continue
+        t_plain = time_to([x for x in plain["evals"] if x["step"] <= e["step"]], e["mlm_loss"])
+        t_drop = time_to(drop["evals"], e["mlm_loss"])
+        out[e["step"]] = None if t_drop is None else 1 - t_drop / t_plain
+    return out
+
+
 def _pairs(loss):
     runs = {(r["size"], r["model"], r["seed"], r["keep"] is not None): r for r in loss["runs"]}
     for (size, model, seed, dropped), r in sorted(runs.items()):
@@ -194,11 +209,21 @@ def _pairs(loss):
             yield size, model, seed, r, runs[(size, model, seed, True)]
 
 
+LENGTH_STEP = 600  # the run lengths of the saving-by-length table: multiples of this many steps
+
+
+def _horizons(groups, every):
+    """Every multiple of ``every`` up to the longest plain run among ``groups``' pairs."""
+    longest = max(r["plain_steps"] for rows in groups.values() for _, r in rows)
+    return list(range(every, longest + 1, every))
+
+
 def _mean_sd(xs, fmt):
     xs = [x for x in xs if x is not None]
     if not xs:
         return "-"
-    return fmt.format(np.mean(xs)) + (f" ± {fmt.format(np.std(xs, ddof=1))}" if len(xs) > 1 else "")
+    sd_fmt = fmt.replace("+", "")  # a spread has no sign
+    return fmt.format(np.mean(xs)) + (f" ± {sd_fmt.format(np.std(xs, ddof=1))}" if len(xs) > 1 else "")
 
 
 def render(saved: dict, out_dir: str) -> str:
@@ -273,6 +298,19 @@ def render(saved: dict, out_dir: str) -> str:
                          f"{_mean_sd([r['dropping_cpu_s'] for _, r in rows], '{:.0f}')} | {per} | "
                          f"**{_mean_sd(sv, '{:+.1%}')}** | {_mean_sd([r['step_ratio'] for _, r in rows], '{:.3f}')} | "
                          f"{_mean_sd([r['loss_at_plain_steps'] for _, r in rows], '{:.3f}')} |")
+        every = LENGTH_STEP
+        lines += ["", f"The same saving as if the plain run had stopped earlier, every {every} steps (target: the plain "
+                  "run's held-out loss at that step; the same runs as above; mean ± sample sd over seeds, '-' where a "
+                  "dropping run never reached it):", "",
+                  "| model | size | " + " | ".join(f"{h} steps" for h in _horizons(groups, every)) + " |",
+                  "|---|---|" + "---|" * len(_horizons(groups, every))]
+        by_len = defaultdict(lambda: defaultdict(list))
+        for size, model, seed, plain, drop in _pairs(loss):
+            for h, v in savings_by_length(plain, drop, every).items():
+                by_len[(model, size)][h].append(v)
+        for (model, size), cols in sorted(by_len.items()):
+            cells = [_mean_sd(cols[h], "{:+.1%}") if h in cols else "" for h in _horizons(groups, every)]
+            lines.append(f"| {model} | {size} | " + " | ".join(cells) + " |")
         _plot_loss(loss, os.path.join(out_dir, "token_dropping_loss.png"))
         lines += ["", "![held-out loss vs CPU seconds](token_dropping_loss.png)", ""]
     notes = os.path.join(out_dir, "token_dropping_notes.md")  # the reading of the numbers, written by hand
