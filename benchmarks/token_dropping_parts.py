@@ -202,6 +202,18 @@ def savings_by_length(plain, drop, every: int) -> dict:
     return out
 
 
+def loss_gap_by_window(plain, drop, every: int) -> dict:
+    """{window end h: [dropping's held-out loss - plain's]} over the steps in (h - every, h] where
+    both runs evaluated."""
+    p = {e["step"]: e["mlm_loss"] for e in plain["evals"]}
+    out = defaultdict(list)
+    for e in drop["evals"]:
+        s = e["step"]
+        if s > 0 and s in p:
+            out[-(-s // every) * every].append(e["mlm_loss"] - p[s])
+    return dict(out)
+
+
 def _pairs(loss):
     runs = {(r["size"], r["model"], r["seed"], r["keep"] is not None): r for r in loss["runs"]}
     for (size, model, seed, dropped), r in sorted(runs.items()):
@@ -310,6 +322,19 @@ def render(saved: dict, out_dir: str) -> str:
                 by_len[(model, size)][h].append(v)
         for (model, size), cols in sorted(by_len.items()):
             cells = [_mean_sd(cols[h], "{:+.1%}") if h in cols else "" for h in _horizons(groups, every)]
+            lines.append(f"| {model} | {size} | " + " | ".join(cells) + " |")
+        lines += ["", f"Dropping's held-out loss minus the plain run's at the same step, per {every}-step window "
+                  "(mean over the window's evaluations and the seeds; both runs evaluate at the same steps; "
+                  "positive: dropping behind per step). A gap near 0 means a step with dropping learns as much as "
+                  "a plain one, and the saving nears 1 - the step CPU ratio:", "",
+                  "| model | size | " + " | ".join(f"{h - every}-{h}" for h in _horizons(groups, every)) + " |",
+                  "|---|---|" + "---|" * len(_horizons(groups, every))]
+        gap = defaultdict(lambda: defaultdict(list))
+        for size, model, seed, plain, drop in _pairs(loss):
+            for h, v in loss_gap_by_window(plain, drop, every).items():
+                gap[(model, size)][h] += v
+        for (model, size), cols in sorted(gap.items()):
+            cells = [f"{np.mean(cols[h]):+.4f}" if cols.get(h) else "" for h in _horizons(groups, every)]
             lines.append(f"| {model} | {size} | " + " | ".join(cells) + " |")
         _plot_loss(loss, os.path.join(out_dir, "token_dropping_loss.png"))
         lines += ["", "![held-out loss vs CPU seconds](token_dropping_loss.png)", ""]
