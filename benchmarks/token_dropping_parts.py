@@ -202,15 +202,17 @@ def savings_by_length(plain, drop, every: int) -> dict:
     return out
 
 
-def loss_gap_by_window(plain, drop, every: int) -> dict:
-    """{window end h: [dropping's held-out loss - plain's]} over the steps in (h - every, h] where
-    both runs evaluated."""
+def loss_gap_by_window(plain, drop, every: int, key: str = "mlm_loss") -> dict:
+    """{window end h: [dropping run's held-out ``key`` - plain run's loss]} over the steps in
+    (h - every, h] where both runs evaluated. ``key``: "mlm_loss" (the dropping run evaluated
+    plain, as its saved model is used) or "dropping_mlm_loss" (evaluated with dropping, as it
+    trains)."""
     p = {e["step"]: e["mlm_loss"] for e in plain["evals"]}
     out = defaultdict(list)
     for e in drop["evals"]:
         s = e["step"]
-        if s > 0 and s in p:
-            out[-(-s // every) * every].append(e["mlm_loss"] - p[s])
+        if s > 0 and s in p and key in e:
+            out[-(-s // every) * every].append(e[key] - p[s])
     return dict(out)
 
 
@@ -323,19 +325,23 @@ def render(saved: dict, out_dir: str) -> str:
         for (model, size), cols in sorted(by_len.items()):
             cells = [_mean_sd(cols[h], "{:+.1%}") if h in cols else "" for h in _horizons(groups, every)]
             lines.append(f"| {model} | {size} | " + " | ".join(cells) + " |")
-        lines += ["", f"Dropping's held-out loss minus the plain run's at the same step, per {every}-step window "
-                  "(mean over the window's evaluations and the seeds; both runs evaluate at the same steps; "
-                  "positive: dropping behind per step). A gap near 0 means a step with dropping learns as much as "
-                  "a plain one, and the saving nears 1 - the step CPU ratio:", "",
-                  "| model | size | " + " | ".join(f"{h - every}-{h}" for h in _horizons(groups, every)) + " |",
-                  "|---|---|" + "---|" * len(_horizons(groups, every))]
+        lines += ["", f"The dropping run's held-out loss minus the plain run's at the same step, per {every}-step "
+                  "window (mean over the window's evaluations and the seeds; both runs evaluate at the same steps; "
+                  "positive: dropping behind per step), with the dropping run evaluated plain (as its saved model "
+                  "is used; the saving above counts this one) and with dropping (as it trains). A gap near 0 means "
+                  "a step with dropping learns as much as a plain one, and the saving nears 1 - the step CPU ratio; "
+                  "the difference between the two rows is what running every token through the middle layers, "
+                  "which the dropping run's training never does, costs its model:", "",
+                  "| model | size | evaluated | " + " | ".join(f"{h - every}-{h}" for h in _horizons(groups, every))
+                  + " |", "|---|---|---|" + "---|" * len(_horizons(groups, every))]
         gap = defaultdict(lambda: defaultdict(list))
         for size, model, seed, plain, drop in _pairs(loss):
-            for h, v in loss_gap_by_window(plain, drop, every).items():
-                gap[(model, size)][h] += v
-        for (model, size), cols in sorted(gap.items()):
+            for key, how in (("mlm_loss", "plain"), ("dropping_mlm_loss", "with dropping")):
+                for h, v in loss_gap_by_window(plain, drop, every, key).items():
+                    gap[(model, size, how)][h] += v
+        for (model, size, how), cols in sorted(gap.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] != "plain")):
             cells = [f"{np.mean(cols[h]):+.4f}" if cols.get(h) else "" for h in _horizons(groups, every)]
-            lines.append(f"| {model} | {size} | " + " | ".join(cells) + " |")
+            lines.append(f"| {model} | {size} | {how} | " + " | ".join(cells) + " |")
         _plot_loss(loss, os.path.join(out_dir, "token_dropping_loss.png"))
         lines += ["", "![held-out loss vs CPU seconds](token_dropping_loss.png)", ""]
     notes = os.path.join(out_dir, "token_dropping_notes.md")  # the reading of the numbers, written by hand
