@@ -121,6 +121,7 @@ def test_a_dynabert_run_evaluates_its_supernet_at_full_size(pretrained, run_corp
     stage-2 log and its table's full-size row), also from a stage's checkpoint."""
     from tinymobilebert.cli import main
     from tinymobilebert.dynabert.run import run_dynabert
+    from tinymobilebert.evaluation import locate
 
     out = tmp_path / "dyna"
     with warnings.catch_warnings():
@@ -138,6 +139,9 @@ def test_a_dynabert_run_evaluates_its_supernet_at_full_size(pretrained, run_corp
     assert "the model is the DynaBERT supernet at full width and depth" in lines[0] and "table.md" in lines[0]
     checkpoint = sorted((out / "stage2" / "checkpoints").iterdir())[-1]
     assert wf.evaluate(checkpoint)["accuracy"] == full["accuracy"]
+    _, run_dir, record, log_dir = locate(str(out / "stage2" / "model"))  # the stage's log, not RUN/log.jsonl
+    assert (run_dir, log_dir, record["command"]) == (str(out), str(out / "stage2"), "dynabert")
+    assert wf.evaluate(out / "stage2" / "model")["accuracy"] == full["accuracy"]
     assert main(["evaluate", "--model", str(out)]) == 0
     printed, err = capsys.readouterr()
     assert json.loads(printed)["subnetwork"] == {"width_mult": 1.0, "depth_mult": 1.0}

@@ -62,15 +62,15 @@ def locate(path) -> tuple[str, str | None, dict | None, str | None]:
             raise FileNotFoundError(f"{path} is a {record['command'] or 'training'} run folder without {model_dir} "
                                     "(not finished?): give a model directory or a checkpoint")
         return model_dir, path, record, os.path.join(path, stage)
-    run_dir, record = find_run_of(path)
-    if run_dir is not None:
-        return path, run_dir, record, run_dir
-    here = os.path.abspath(path)  # a dynabert stage's: RUN/stageN/model, RUN/stageN/checkpoints/step-N
+    here = os.path.abspath(path)  # a dynabert stage's first (its log is the stage's): RUN/stageN/model, .../step-N
     for stage_dir in (os.path.dirname(here), os.path.dirname(os.path.dirname(here))):
         run_dir = os.path.dirname(stage_dir)
         record = read_run_record(run_dir) if os.path.basename(stage_dir) in DYNABERT_STAGES else None
         if record is not None and record["command"] == "dynabert":
             return path, run_dir, record, stage_dir
+    run_dir, record = find_run_of(path)
+    if run_dir is not None:
+        return path, run_dir, record, run_dir
     return path, None, None, None
 
 
