@@ -188,6 +188,8 @@ def test_clear_errors(tmp_path):
     (tmp_path / "pytorch_model.bin").write_bytes(b"")
     with pytest.raises(FileNotFoundError, match="needs torch.*safe_serialization=True"):
         MobileBertModel.from_pretrained(tmp_path)
+    with pytest.raises(FileNotFoundError, match="needs torch.*safe_serialization=True"):
+        checkpoint.model_fingerprint(tmp_path)  # a run's --model / --teacher: the same advice
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         MobileBertModel.from_pretrained(tmp_path)

@@ -124,6 +124,14 @@ def test_bad_input_is_one_line(tmp_path, run_corpus, teacher_dir, args, message,
     assert not (tmp_path / "out").exists()  # nothing written
 
 
+def test_distill_from_python_without_a_layerwise_loss_is_refused(tmp_path, run_corpus, teacher_dir):
+    with pytest.raises(ValueError, match=r"^--losses: strategy jkt trains with layer-wise terms, so it needs at least "
+                                         r"one of fmt, at, mv \(for PD alone: --strategy pd\)$"):
+        distill(tmp_path / "run", teacher_dir, corpus=run_corpus, student="tiny", student_config=SHAPE, strategy="jkt",
+                losses=[], steps_per_layer=2, pd_steps=2, batch_size=8, max_length=32, progress=False)
+    assert not (tmp_path / "run").exists()  # refused before the folder is claimed
+
+
 def test_distill_without_a_held_out_split(tmp_path, run_corpus, teacher_dir):
     r = distill(tmp_path / "run", teacher_dir, corpus=run_corpus, student="tiny", student_config=SHAPE,
                 steps_per_layer=2, pd_steps=2, batch_size=8, max_length=32, dev_fraction=0, eval_every=0,

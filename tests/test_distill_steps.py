@@ -205,3 +205,18 @@ def test_layerwise_steps_and_teacher_pass_stop_where_their_loss_does():
     assert len(out.hidden_states) == 2 and len(out.attention_scores) == 1 and teacher._state is None
     with pytest.raises(ValueError, match="mlm needs the teacher's last layer"):
         teacher_pass(teacher, batch(), mlm=True, stop_after_layer=0)
+
+
+def test_a_layerwise_strategy_without_a_layerwise_loss_is_refused():
+    """PKT, JKT and AKT train with FMT / AT / mean-variance terms: a plan with none of them (PD's
+    "mlm" alone, or DynaBERT's "hidden_mse") is one clear error, not a crash at the first step."""
+    student, teacher = pair()
+    for losses in (("mlm",), ("hidden_mse", "mlm")):
+        plan = distillation_plan(student.config, teacher.config, "uniform", losses)
+        for strategy in ("pkt", "jkt", "akt"):
+            schedule = TransferSchedule(strategy, 2, 4, 3)
+            with pytest.raises(ValueError, match=f"strategy {strategy} trains with layer-wise terms"):
+                DistillationStep(teacher, schedule, plan, lamb_for(student.store, schedule))
+    pd = TransferSchedule("pd", 2, 0, 3)
+    DistillationStep(teacher, pd, distillation_plan(student.config, teacher.config, "uniform", ("mlm",)),
+                     lamb_for(student.store, pd))  # PD alone needs no layer-wise term

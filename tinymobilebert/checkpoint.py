@@ -125,11 +125,17 @@ def read_safetensors_dir(path: str) -> dict:
                 raise FileNotFoundError(f"{index} lists the shard {shard}, which is not in {path}")
             tensors.update(read_safetensors(shard_path))
         return tensors
+    raise no_weights_error(path)
+
+
+def no_weights_error(path) -> FileNotFoundError:
+    """The error for a model directory without safetensors weights (saying how to convert a
+    pytorch_model.bin, which needs torch to read)."""
     if os.path.isfile(os.path.join(path, "pytorch_model.bin")):
-        raise FileNotFoundError(
+        return FileNotFoundError(
             f"{path} holds only pytorch_model.bin, which needs torch to read. Convert it once with transformers: "
             f"AutoModel.from_pretrained(path).save_pretrained(path, safe_serialization=True)")
-    raise FileNotFoundError(f"no {WEIGHTS_NAME} (or {WEIGHTS_INDEX_NAME}) in {path}")
+    return FileNotFoundError(f"no {WEIGHTS_NAME} (or {WEIGHTS_INDEX_NAME}) in {path}")
 
 
 def read_config(path: str) -> MobileBertConfig:
@@ -154,7 +160,7 @@ def model_files(path) -> list[str]:
     if os.path.isfile(os.path.join(path, WEIGHTS_NAME)):
         weights = [WEIGHTS_NAME]
     elif not os.path.isfile(os.path.join(path, WEIGHTS_INDEX_NAME)):
-        raise FileNotFoundError(f"no {WEIGHTS_NAME} (or {WEIGHTS_INDEX_NAME}) in {path}")
+        raise no_weights_error(path)
     else:
         index = read_json_file(os.path.join(path, WEIGHTS_INDEX_NAME))
         weight_map = index.get("weight_map") if isinstance(index, dict) else None

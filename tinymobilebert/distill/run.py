@@ -74,6 +74,9 @@ def check_pairing(student_cfg, teacher_cfg, s: dict, what="--teacher"):
             note = (" (distill pairs models MobileBERT's way, with the same hidden_size and num_attention_heads, "
                     "and copies the embeddings; distill.HiddenProjection serves narrower students from Python)")
         raise ValueError(f"{what}: {e}{note}") from None
+    if s["strategy"] != "pd" and not set(plan.losses) & set(LAYERWISE_LOSSES):
+        raise ValueError(f"--losses: strategy {s['strategy']} trains with layer-wise terms, so it needs at least one "
+                         f"of {', '.join(LAYERWISE_LOSSES)} (for PD alone: --strategy pd)")
     if s["strategy"] == "pkt":
         unmapped = [i for i, j in enumerate(plan.mapping.teacher_layers) if j is None]
         if unmapped:

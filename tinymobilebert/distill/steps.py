@@ -187,6 +187,9 @@ class DistillationStep:
                  temperature=1.0, at_form="original", mv_teacher_layers="same", padding_aware=False,
                  token_dropping=None):
         check_step_options(alpha, temperature, at_form, mv_teacher_layers, weights)
+        if schedule.strategy != "pd" and not set(plan.losses) & {"fmt", "at", "mv"}:
+            raise ValueError(f"strategy {schedule.strategy} trains with layer-wise terms, so the plan's losses need at "
+                             f"least one of fmt, at, mv (got {plan.losses}; for PD alone: strategy pd)")
         if token_dropping is not None:
             if not isinstance(token_dropping, TokenDropping):
                 raise TypeError(f"token_dropping must be a TokenDropping, got {type(token_dropping).__name__}")
