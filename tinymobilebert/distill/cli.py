@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 
 from .run import DEFAULTS
+from .steps import LAYERWISE_LOSSES
 
 D = DEFAULTS
 
@@ -41,7 +42,7 @@ def _float_list(n):
 
 def _losses(text):
     names = [x.strip() for x in text.split(",") if x.strip()]
-    bad = [x for x in names if x not in ("fmt", "at", "mv")]
+    bad = [x for x in names if x not in LAYERWISE_LOSSES]
     if bad or not names:
         raise argparse.ArgumentTypeError(f"--losses takes fmt, at, mv (comma-separated), got {text!r}")
     return names

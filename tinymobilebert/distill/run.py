@@ -30,12 +30,11 @@ from ..train import Trainer
 from ..train.evaluate import evaluate_classification, evaluate_pretraining
 from .mapping import distillation_plan
 from .schedules import STRATEGIES, LossWeights, TransferSchedule
-from .steps import DistillationStep, TaskDistillationStep, check_step_options
+from .steps import LAYERWISE_LOSSES, DistillationStep, TaskDistillationStep, check_layerwise_losses, check_step_options
 from .teacher import copy_from_teacher, load_teacher, resolve_model_dir
 
 # google-research mobilebert/optimization.py: excluded from weight decay and the trust ratio
 LAMB_EXCLUDE = ["teacher", "LayerNorm", "layer_norm", "bias", "FakeLayerNorm"]
-LAYERWISE_LOSSES = ("fmt", "at", "mv")
 CONFIG_NAME = "distillation.json"  # the run's full configuration, beside run.json (the settings)
 TEACHER_FACT = "teacher_sha256"  # run.json facts: {file: SHA-256} of the teacher's files, checked on resume
 STUDENT_FACT = "student_sha256"  # ... of task distillation's starting student
@@ -74,9 +73,7 @@ def check_pairing(student_cfg, teacher_cfg, s: dict, what="--teacher"):
             note = (" (distill pairs models MobileBERT's way, with the same hidden_size and num_attention_heads, "
                     "and copies the embeddings; distill.HiddenProjection serves narrower students from Python)")
         raise ValueError(f"{what}: {e}{note}") from None
-    if s["strategy"] != "pd" and not set(plan.losses) & set(LAYERWISE_LOSSES):
-        raise ValueError(f"--losses: strategy {s['strategy']} trains with layer-wise terms, so it needs at least one "
-                         f"of {', '.join(LAYERWISE_LOSSES)} (for PD alone: --strategy pd)")
+    check_layerwise_losses(s["strategy"], plan.losses, "--losses", "--strategy pd")
     if s["strategy"] == "pkt":
         unmapped = [i for i, j in enumerate(plan.mapping.teacher_layers) if j is None]
         if unmapped:

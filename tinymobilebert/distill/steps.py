@@ -145,6 +145,16 @@ def last_layers_read(layers, plan, mv_teacher_layers="same") -> tuple:
     return max(layers), teacher
 
 
+LAYERWISE_LOSSES = ("fmt", "at", "mv")  # the terms layerwise_terms computes
+
+
+def check_layerwise_losses(strategy: str, losses, name: str = "losses", pd_name: str = "strategy pd") -> None:
+    """PKT, JKT and AKT train with layer-wise terms: ``losses`` must hold one of them."""
+    if strategy != "pd" and not set(losses) & set(LAYERWISE_LOSSES):
+        raise ValueError(f"{name}: strategy {strategy} trains with layer-wise terms, so it needs at least one of "
+                         f"{', '.join(LAYERWISE_LOSSES)} (for PD alone: {pd_name})")
+
+
 def check_step_options(alpha=0.5, temperature=1.0, at_form="original", mv_teacher_layers="same",
                        weights=LossWeights(), fn="DistillationStep", name=lambda key: key) -> None:
     """The distillation options' values, checked before a run starts (``name`` spells each
@@ -187,9 +197,7 @@ class DistillationStep:
                  temperature=1.0, at_form="original", mv_teacher_layers="same", padding_aware=False,
                  token_dropping=None):
         check_step_options(alpha, temperature, at_form, mv_teacher_layers, weights)
-        if schedule.strategy != "pd" and not set(plan.losses) & {"fmt", "at", "mv"}:
-            raise ValueError(f"strategy {schedule.strategy} trains with layer-wise terms, so the plan's losses need at "
-                             f"least one of fmt, at, mv (got {plan.losses}; for PD alone: strategy pd)")
+        check_layerwise_losses(schedule.strategy, plan.losses)
         if token_dropping is not None:
             if not isinstance(token_dropping, TokenDropping):
                 raise TypeError(f"token_dropping must be a TokenDropping, got {type(token_dropping).__name__}")
